@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kvmm/kvmm/vmm"
+)
+
+// vmFlags are the flags that describe a VM, shared by run and test.
+type vmFlags struct {
+	configFile string
+	kernel     string
+	initrd     string
+	cmdline    string
+	mem        string
+	cpus       int
+	cpuModel   string
+	persona    string
+	hugepages  bool
+	onReboot   string
+	kvmDevice  string
+}
+
+func (f *vmFlags) register(fs *pflag.FlagSet) {
+	d := vmm.DefaultConfig()
+	fs.StringVar(&f.configFile, "config", "", "JSON config file (flags override it)")
+	fs.StringVar(&f.kernel, "kernel", "", "kernel: bzImage or PVH ELF vmlinux (default: the built-in self-test guest)")
+	fs.StringVar(&f.initrd, "initrd", "", "initial ramdisk")
+	fs.StringVar(&f.cmdline, "cmdline", d.Cmdline, "kernel command line")
+	fs.StringVar(&f.mem, "mem", d.Memory.String(), "guest memory, e.g. 512M or 2G")
+	fs.IntVar(&f.cpus, "cpus", d.CPUs, "number of vCPUs")
+	fs.StringVar(&f.cpuModel, "cpu", d.CPUModel, "CPU model: host or baseline")
+	fs.StringVar(&f.persona, "personality", d.Personality, "hypervisor the guest detects: kvm")
+	fs.BoolVar(&f.hugepages, "hugepages", false, "back guest memory with 2M huge pages")
+	fs.StringVar(&f.onReboot, "on-reboot", d.OnReboot, "what a guest reset does: reboot or exit")
+	fs.StringVar(&f.kvmDevice, "kvm-device", d.KVMDevice, "KVM device node")
+}
+
+// config builds the VM config: defaults, then the config file, then every
+// flag the user set explicitly.
+func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
+	cfg := vmm.DefaultConfig()
+	if f.configFile != "" {
+		c, err := vmm.LoadConfigFile(f.configFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg = c
+	}
+	fs := cmd.Flags()
+	set := func(name string, apply func() error) error {
+		if !fs.Changed(name) {
+			return nil
+		}
+		return apply()
+	}
+	errs := []error{
+		set("kernel", func() error { cfg.Kernel = f.kernel; return nil }),
+		set("initrd", func() error { cfg.Initrd = f.initrd; return nil }),
+		set("cmdline", func() error { cfg.Cmdline = f.cmdline; return nil }),
+		set("mem", func() error {
+			s, err := vmm.ParseSize(f.mem)
+			if err != nil {
+				return fmt.Errorf("--mem: %w", err)
+			}
+			cfg.Memory = s
+			return nil
+		}),
+		set("cpus", func() error { cfg.CPUs = f.cpus; return nil }),
+		set("cpu", func() error { cfg.CPUModel = f.cpuModel; return nil }),
+		set("personality", func() error { cfg.Personality = f.persona; return nil }),
+		set("hugepages", func() error { cfg.HugePages = f.hugepages; return nil }),
+		set("on-reboot", func() error { cfg.OnReboot = f.onReboot; return nil }),
+		set("kvm-device", func() error { cfg.KVMDevice = f.kvmDevice; return nil }),
+	}
+	for _, err := range errs {
+		if err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,13 @@
+module github.com/kvmm/kvmm
+
+go 1.26.8
+
+require (
+	github.com/alecthomas/kong v0.8.0 // indirect
+	github.com/bobuhiro11/gokvm v0.0.8-0.20231003020000-f53faca69d28 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/arch v0.2.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

@@ -1,0 +1,203 @@
+package vmm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/kvmm/kvmm/layout"
+	"github.com/kvmm/kvmm/vcpu"
+)
+
+// Size is a byte count that reads and writes as "512M", "2G", "4096K" or a
+// plain number of bytes.
+type Size uint64
+
+// ParseSize parses a size with an optional K, M, G or T suffix (powers of
+// 1024, an optional trailing "B" or "iB" accepted).
+func ParseSize(s string) (Size, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "iB"), "B")
+	if t == "" {
+		return 0, fmt.Errorf("size %q: empty", s)
+	}
+	mult := uint64(1)
+	switch t[len(t)-1] {
+	case 'k', 'K':
+		mult = layout.KiB
+	case 'm', 'M':
+		mult = layout.MiB
+	case 'g', 'G':
+		mult = layout.GiB
+	case 't', 'T':
+		mult = 1 << 40
+	}
+	if mult != 1 {
+		t = t[:len(t)-1]
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T suffix", s)
+	}
+	if n > ^uint64(0)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return Size(n * mult), nil
+}
+
+// String formats the size with the largest exact unit.
+func (s Size) String() string {
+	switch {
+	case s != 0 && s%layout.GiB == 0:
+		return fmt.Sprintf("%dG", s/layout.GiB)
+	case s != 0 && s%layout.MiB == 0:
+		return fmt.Sprintf("%dM", s/layout.MiB)
+	case s != 0 && s%layout.KiB == 0:
+		return fmt.Sprintf("%dK", s/layout.KiB)
+	}
+	return strconv.FormatUint(uint64(s), 10)
+}
+
+// MarshalJSON writes the size as a string such as "512M".
+func (s Size) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// UnmarshalJSON accepts "512M" or a plain byte count.
+func (s *Size) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		v, err := ParseSize(str)
+		if err != nil {
+			return err
+		}
+		*s = v
+		return nil
+	}
+	var n uint64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("size %s: want a string such as \"512M\" or a byte count", b)
+	}
+	*s = Size(n)
+	return nil
+}
+
+// Reboot policies for a guest reset request (reset register, i8042, triple
+// fault).
+const (
+	OnRebootReboot = "reboot"
+	OnRebootExit   = "exit"
+)
+
+// Config is everything needed to build a VM. The CLI, the JSON config file
+// and the Go API all produce one; Validate checks it before any KVM call.
+type Config struct {
+	// Kernel is a bzImage or a PVH ELF vmlinux; empty boots the built-in
+	// self-test guest.
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+	// Memory is guest RAM.
+	Memory Size `json:"memory"`
+	CPUs   int  `json:"cpus"`
+	// CPUModel is "host" or "baseline".
+	CPUModel string `json:"cpu,omitempty"`
+	// Personality is the hypervisor the guest detects: "kvm".
+	Personality string `json:"personality,omitempty"`
+	// HugePages backs guest RAM with hugetlbfs pages.
+	HugePages bool `json:"hugepages,omitempty"`
+	// OnReboot is "reboot" (default) or "exit".
+	OnReboot string `json:"on_reboot,omitempty"`
+	// KVMDevice is the KVM device node, /dev/kvm by default.
+	KVMDevice string `json:"kvm_device,omitempty"`
+}
+
+// DefaultConfig is a 1-vCPU, 256 MiB VM that boots the built-in guest.
+func DefaultConfig() Config {
+	return Config{
+		Memory:      256 * layout.MiB,
+		CPUs:        1,
+		CPUModel:    string(vcpu.ModelHost),
+		Personality: string(vcpu.PersonalityKVM),
+		OnReboot:    OnRebootReboot,
+		KVMDevice:   "/dev/kvm",
+		Cmdline:     "console=ttyS0 reboot=k panic=-1",
+	}
+}
+
+// LoadConfigFile reads a JSON config over DefaultConfig. Unknown keys are
+// errors: a misspelt setting must not be silently ignored.
+func LoadConfigFile(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return cfg, fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	return cfg, nil
+}
+
+// Limits that do not depend on the host.
+const (
+	MinMemory = 16 * layout.MiB
+	// MaxMemory bounds what one VM may ask for (1 TiB).
+	MaxMemory = 1 << 40
+	// MaxCPUs is the most vCPUs the MADT and xAPIC IDs can describe.
+	MaxCPUs = 254
+)
+
+// Validate checks the config without touching KVM; host limits (the number
+// of vCPUs KVM allows) are checked by New before the VM is created.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Memory < MinMemory || c.Memory > MaxMemory {
+		errs = append(errs, fmt.Errorf("memory %s: must be between %s and %s", c.Memory, Size(MinMemory), Size(MaxMemory)))
+	} else if c.Memory%layout.PageSize != 0 {
+		errs = append(errs, fmt.Errorf("memory %s: must be a multiple of 4K", c.Memory))
+	} else if c.HugePages && c.Memory%(2*layout.MiB) != 0 {
+		errs = append(errs, fmt.Errorf("memory %s: must be a multiple of 2M with hugepages", c.Memory))
+	}
+	if c.CPUs < 1 || c.CPUs > MaxCPUs {
+		errs = append(errs, fmt.Errorf("cpus %d: must be between 1 and %d", c.CPUs, MaxCPUs))
+	}
+	if _, err := vcpu.ParseModel(c.CPUModel); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := vcpu.ParsePersonality(c.Personality); err != nil {
+		errs = append(errs, err)
+	}
+	if c.OnReboot != OnRebootReboot && c.OnReboot != OnRebootExit {
+		errs = append(errs, fmt.Errorf("on-reboot %q: want reboot or exit", c.OnReboot))
+	}
+	if len(c.Cmdline) >= layout.CmdlineMax {
+		errs = append(errs, fmt.Errorf("cmdline: %d bytes, at most %d", len(c.Cmdline), layout.CmdlineMax-1))
+	}
+	if c.Kernel == "" && c.Initrd != "" {
+		errs = append(errs, errors.New("initrd given without a kernel"))
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", c.Kernel}, {"initrd", c.Initrd}} {
+		if f.path == "" {
+			continue
+		}
+		st, err := os.Stat(f.path)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", f.what, err))
+		case !st.Mode().IsRegular():
+			errs = append(errs, fmt.Errorf("%s %s: not a regular file", f.what, f.path))
+		}
+	}
+	if c.KVMDevice == "" {
+		errs = append(errs, errors.New("kvm device: empty path"))
+	}
+	return errors.Join(errs...)
+}
