@@ -162,6 +162,15 @@ func (p *PM) PressPowerButton() {
 	p.updateSCI()
 }
 
+// RaiseFixedEvent latches fixed-event status bits (for example RTC_STS when
+// the CMOS alarm fires); the SCI follows their enable bits.
+func (p *PM) RaiseFixedEvent(sts uint16) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sts |= sts & pm1StsAll
+	p.updateSCI()
+}
+
 // Wake sets WAK_STS and the reason's status bit, which ends the guest's
 // wait for WAK_STS after it wrote SLP_EN. Whether the reason may wake the
 // guest (its enable bit) is the caller's decision.

@@ -114,6 +114,7 @@ func ctlSubcommands() []ctlSpec {
 		{use: "status", short: "Show the VM's state, uptime, vCPUs and memory", run: ctlStatus},
 		{use: "pause", short: "Pause every vCPU", run: ctlSetState(vmm.StatePaused)},
 		{use: "resume", short: "Resume a paused VM", run: ctlSetState(vmm.StateRunning)},
+		{use: "wake", short: "Wake a VM suspended to RAM (ACPI S3)", run: ctlSetState(vmm.StateRunning)},
 		{
 			use:   "power button|reset|shutdown",
 			short: "Press the ACPI power button, reset, or hard-stop the VM",
@@ -181,7 +182,9 @@ func (o *ctlOptions) command(spec ctlSpec) *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, o.timeout)
 				defer cancel()
 			}
-			x := &ctlRun{client: api.NewClient(o.sock), out: o.g.stdout, json: o.output == outputJSON}
+			client := api.NewClient(o.sock)
+			defer client.Close()
+			x := &ctlRun{client: client, out: o.g.stdout, json: o.output == outputJSON}
 			if err := spec.run(ctx, x, args); err != nil {
 				return o.fail(err)
 			}
@@ -301,6 +304,9 @@ func printMetrics(w io.Writer, m vmm.Metrics) {
 		ranges []devices.RangeStats
 	}{{"I/O PORTS", m.PIO}, {"MMIO", m.MMIO}} {
 		fmt.Fprintf(tw, "\n%s\tDEVICE\tACCESSES\n", bus.name)
+		if len(bus.ranges) == 0 {
+			fmt.Fprintf(tw, "(none)\n")
+		}
 		for _, r := range bus.ranges {
 			fmt.Fprintf(tw, "%#x-%#x\t%s\t%d\n", r.Base, r.Base+max(r.Size, 1)-1, r.Name, r.Accesses)
 		}
@@ -359,7 +365,7 @@ func ctlEvents(ctx context.Context, x *ctlRun, until vmm.State) error {
 }
 
 // formatEvent renders an event as one line: time, type, state, exit
-// status and detail.
+// status, then the detail after a colon.
 func formatEvent(e vmm.Event) string {
 	var b strings.Builder
 	b.WriteString(e.Time.Local().Format("15:04:05.000"))
@@ -371,7 +377,7 @@ func formatEvent(e vmm.Event) string {
 		fmt.Fprintf(&b, " status=%d", *e.Status)
 	}
 	if e.Detail != "" {
-		b.WriteString(" (" + e.Detail + ")")
+		b.WriteString(": " + e.Detail)
 	}
 	return b.String()
 }

@@ -56,8 +56,17 @@ func newRunCmd(g *globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			restore := attachConsole(g.stdin, vm)
-			res, _ := vm.Run(ctx)
+			res, err := vm.Run(ctx)
 			restore()
+			if err != nil {
+				// A signal (ctx) still leaves a result; a VM stopped through
+				// the API before Start has its own.
+				r, ok := vm.Result()
+				if !ok {
+					return &ExitError{Status: 1, Err: err}
+				}
+				res = r
+			}
 			return resultError(res)
 		},
 	}

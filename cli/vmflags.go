@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -22,6 +23,7 @@ type vmFlags struct {
 	hugepages  bool
 	onReboot   string
 	kvmDevice  string
+	wakeAfter  time.Duration
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet) {
@@ -37,6 +39,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.hugepages, "hugepages", false, "back guest memory with 2M huge pages")
 	fs.StringVar(&f.onReboot, "on-reboot", d.OnReboot, "what a guest reset does: reboot or exit")
 	fs.StringVar(&f.kvmDevice, "kvm-device", d.KVMDevice, "KVM device node")
+	fs.DurationVar(&f.wakeAfter, "wake-after", 0, "wake a guest that suspended to RAM (ACPI S3) after this long, e.g. 5s")
 }
 
 // config builds the VM config: defaults, then the config file, then every
@@ -75,6 +78,7 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("hugepages", func() error { cfg.HugePages = f.hugepages; return nil }),
 		set("on-reboot", func() error { cfg.OnReboot = f.onReboot; return nil }),
 		set("kvm-device", func() error { cfg.KVMDevice = f.kvmDevice; return nil }),
+		set("wake-after", func() error { cfg.WakeAfter = vmm.Duration(f.wakeAfter); return nil }),
 	}
 	for _, err := range errs {
 		if err != nil {

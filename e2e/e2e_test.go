@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,7 +83,7 @@ func requireStockKernelHost(t *testing.T) {
 		cfg := vmm.DefaultConfig()
 		cfg.Kernel, cfg.Memory, cfg.Cmdline = elf, 64<<20, ""
 		var out syncBuffer
-		vm, err := vmm.New(cfg, vmm.Options{Serial: &out})
+		vm, err := vmm.New(cfg, vmm.Options{Serial: &out, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			probeOnce.reason = fmt.Sprintf("cannot create the probe VM: %v", err)
 			return

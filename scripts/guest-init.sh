@@ -63,6 +63,8 @@ fi
 echo "KVMM-MODULES loaded:${loaded:- none} failed:${failed:- none}"
 
 checks=""
+# The command line is one line of space-separated words: split on purpose.
+# shellcheck disable=SC2013
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	kvmm.check=*) checks="$checks $(echo "${word#kvmm.check=}" | tr , ' ')" ;;

@@ -13,8 +13,9 @@
 # installed with apt-get when running as root; otherwise the script stops and
 # names the Debian package to install.
 #
-# Idempotent: downloads and unpacked packages are kept and reused; outputs are
-# only rebuilt when an input is newer. Environment overrides:
+# Idempotent: downloads and unpacked packages are kept and reused (remove
+# build/guest/debs to move to a newer kernel); outputs are only rebuilt when
+# an input is newer. Environment overrides:
 #   KVMM_GUEST_DIR       output directory (default <repo>/build/guest)
 #   KVMM_KERNEL_PKG      kernel package (default: what linux-image-cloud-amd64 depends on)
 #   KVMM_GUEST_MODULES   space-separated modules to put in the initramfs
@@ -62,7 +63,7 @@ need() {
 # le32 FILE OFFSET prints the little-endian u32 at OFFSET.
 le32() {
 	local b
-	b=($(od -An -v -tu1 -j "$2" -N4 "$1"))
+	read -r -a b < <(od -An -v -tu1 -j "$2" -N4 "$1")
 	[[ ${#b[@]} == 4 ]] || die "$1: truncated at offset $2"
 	echo $((b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24))
 }
@@ -125,7 +126,7 @@ unpack() {
 		return 0
 	fi
 	log "unpacking $(basename "$deb")"
-	rm -rf "$pkgs/$pkg"
+	rm -rf "${pkgs:?}/${pkg:?}"
 	mkdir -p "$pkgs/$pkg"
 	dpkg-deb -x "$deb" "$pkgs/$pkg"
 	touch "$pkgs/$pkg/.unpacked"
@@ -254,7 +255,7 @@ is_builtin() {
 # modules.dep to depmod in its postinst, so generate it in the unpacked tree
 # (kmod's depmod when the host has it, else busybox's, which runs anywhere).
 if [[ ! -s $moddir/modules.dep ]]; then
-	depmod_base=${moddir%/lib/modules/$kver}
+	depmod_base=${moddir%/lib/modules/"$kver"}
 	log "depmod $kver"
 	if command -v depmod >/dev/null 2>&1; then
 		depmod -b "$depmod_base" "$kver"
@@ -316,9 +317,8 @@ if ((rebuild)); then
 	install -m 0755 "$init_script" "$stage/init"
 	# The kernel's built-in initramfs already provides /dev/console; ours
 	# repeats it where mknod is allowed, for kernels built without one.
-	if [[ $EUID == 0 ]]; then
-		mknod -m 600 "$stage/dev/console" c 5 1
-		mknod -m 666 "$stage/dev/null" c 1 3
+	if ! { mknod -m 600 "$stage/dev/console" c 5 1 && mknod -m 666 "$stage/dev/null" c 1 3; } 2>/dev/null; then
+		log "cannot mknod here: relying on the kernel's built-in /dev/console"
 	fi
 
 	smod=$stage/lib/modules/$kver

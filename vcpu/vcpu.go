@@ -25,12 +25,21 @@ import (
 // costs nothing to install and clashes with no application handler.
 const kickSignal = unix.SIGURG
 
-// Handler answers the exits a vCPU cannot finish inside KVM. Both calls are
-// made on the vCPU's thread, concurrently with other vCPUs' calls. For a
-// read, the handler fills data.
+// Handler answers the exits a vCPU cannot finish inside KVM. Calls are made
+// on the vCPU's thread, concurrently with other vCPUs' calls. For a read,
+// the handler fills data. v is the exiting vCPU, for the few devices whose
+// protocol passes values in registers (the VMware backdoor).
 type Handler interface {
-	PIO(port uint16, data []byte, write bool)
-	MMIO(addr uint64, data []byte, write bool)
+	PIO(v *VCPU, port uint16, data []byte, write bool)
+	MMIO(v *VCPU, addr uint64, data []byte, write bool)
+}
+
+// MSRHandler is implemented by a Handler that serves the MSR accesses KVM
+// forwards to user space (KVM_CAP_X86_USER_SPACE_MSR). ok=false makes KVM
+// inject #GP into the guest, as hardware does for a bad MSR access.
+type MSRHandler interface {
+	ReadMSR(v *VCPU, index uint32) (value uint64, ok bool)
+	WriteMSR(v *VCPU, index uint32, value uint64) (ok bool)
 }
 
 // StopKind says why the guest stopped a vCPU for good.
@@ -265,12 +274,24 @@ func (v *VCPU) handleExit(reason uint32, h Handler) error {
 		}
 		for i := uint32(0); i < count; i++ {
 			v.pioOps.Add(1)
-			h.PIO(port, data[uint32(size)*i:uint32(size)*(i+1)], dir == kvmext.IOOut)
+			h.PIO(v, port, data[uint32(size)*i:uint32(size)*(i+1)], dir == kvmext.IOOut)
 		}
 	case kvmext.ExitMMIO:
 		addr, data, write := v.run.MMIO()
 		v.mmioOps.Add(1)
-		h.MMIO(addr, data, write)
+		h.MMIO(v, addr, data, write)
+	case kvmext.ExitX86RDMSR, kvmext.ExitX86WRMSR:
+		index, data := v.run.MSR()
+		mh, _ := h.(MSRHandler)
+		ok := false
+		if reason == kvmext.ExitX86RDMSR {
+			if mh != nil {
+				data, ok = mh.ReadMSR(v, index)
+			}
+		} else if mh != nil {
+			ok = mh.WriteMSR(v, index, data)
+		}
+		v.run.CompleteMSR(data, !ok)
 	case kvmext.ExitIntr, kvmext.ExitHLT, kvmext.ExitIRQWindowOpen:
 		// Nothing to do: the loop re-checks the pause gate.
 	case kvmext.ExitShutdown:
@@ -293,6 +314,24 @@ func (v *VCPU) handleExit(reason uint32, h Handler) error {
 	default:
 		return &StopError{VCPU: v.ID, Kind: StopUnexpectedExit,
 			Detail: fmt.Sprintf("exit reason %s; %s", kvmext.ExitReasonName(reason), v.dumpRegs())}
+	}
+	return nil
+}
+
+// Regs reads the general-purpose registers. Only the vCPU's own thread (a
+// Handler call) may use Regs and SetRegs while the vCPU runs.
+func (v *VCPU) Regs() (*kvm.Regs, error) {
+	r, err := kvm.GetRegs(v.fd)
+	if err != nil {
+		return nil, fmt.Errorf("vcpu %d: KVM_GET_REGS: %w", v.ID, err)
+	}
+	return r, nil
+}
+
+// SetRegs writes the general-purpose registers.
+func (v *VCPU) SetRegs(r *kvm.Regs) error {
+	if err := kvm.SetRegs(v.fd, r); err != nil {
+		return fmt.Errorf("vcpu %d: KVM_SET_REGS: %w", v.ID, err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kvmm/kvmm/layout"
 	"github.com/kvmm/kvmm/vcpu"
@@ -84,6 +85,26 @@ func (s *Size) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Duration is a time.Duration that reads and writes as "5s", "100ms".
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string such as "5s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts "5s", "1m30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration %s: want a string such as \"5s\"", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
 // Reboot policies for a guest reset request (reset register, i8042, triple
 // fault).
 const (
@@ -110,6 +131,9 @@ type Config struct {
 	HugePages bool `json:"hugepages,omitempty"`
 	// OnReboot is "reboot" (default) or "exit".
 	OnReboot string `json:"on_reboot,omitempty"`
+	// WakeAfter wakes a guest that entered ACPI S3 after this long (0 =
+	// wait for a wake source: API, power button, RTC alarm).
+	WakeAfter Duration `json:"wake_after,omitempty"`
 	// KVMDevice is the KVM device node, /dev/kvm by default.
 	KVMDevice string `json:"kvm_device,omitempty"`
 }
@@ -195,6 +219,9 @@ func (c *Config) Validate() error {
 		case !st.Mode().IsRegular():
 			errs = append(errs, fmt.Errorf("%s %s: not a regular file", f.what, f.path))
 		}
+	}
+	if c.WakeAfter < 0 {
+		errs = append(errs, fmt.Errorf("wake-after %s: must not be negative", time.Duration(c.WakeAfter)))
 	}
 	if c.KVMDevice == "" {
 		errs = append(errs, errors.New("kvm device: empty path"))

@@ -38,10 +38,11 @@ type machine struct {
 	kvmFd uintptr
 	vmFd  uintptr
 
-	mem   *memory.Guest
-	pio   *devices.Bus
-	mmio  *devices.Bus
-	vcpus []*vcpu.VCPU
+	mem      *memory.Guest
+	facsAddr uint64 // the FACS, which holds the S3 waking vector
+	pio      *devices.Bus
+	mmio     *devices.Bus
+	vcpus    []*vcpu.VCPU
 
 	// events ends this machine: the first event posted wins.
 	events chan event
@@ -92,13 +93,16 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 	if err := m.addDevices(serialOut, power); err != nil {
 		return nil, err
 	}
-	tables, err := acpi.Build(acpi.Config{NumCPUs: cfg.CPUs})
+	tables, err := acpi.Build(acpi.Config{NumCPUs: cfg.CPUs, S3: true})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
 	}
 	if err := m.mem.Write(tables.Base, tables.Image); err != nil {
 		return nil, fmt.Errorf("ACPI tables at %#x: %w", tables.Base, err)
 	}
+	m.facsAddr = tables.FACSAddr
+	m.pm.SetOnSuspend(func() { vm.guestSuspend(m) })
+	m.rtc.SetOnAlarm(func() { vm.rtcAlarm(m) })
 	entry, err := m.loadKernel(tables.RSDPAddr)
 	if err != nil {
 		return nil, err
@@ -231,7 +235,7 @@ func (m *machine) createVCPUs(boot vcpu.BootState) error {
 
 // PIO and MMIO implement vcpu.Handler: route the exit to the bus, and answer
 // reads of unmapped addresses with all ones, as an empty ISA or PCI bus does.
-func (m *machine) PIO(port uint16, data []byte, write bool) {
+func (m *machine) PIO(_ *vcpu.VCPU, port uint16, data []byte, write bool) {
 	if write {
 		m.pio.Write(uint64(port), data)
 		return
@@ -241,13 +245,30 @@ func (m *machine) PIO(port uint16, data []byte, write bool) {
 	}
 }
 
-func (m *machine) MMIO(addr uint64, data []byte, write bool) {
+func (m *machine) MMIO(_ *vcpu.VCPU, addr uint64, data []byte, write bool) {
 	if write {
 		m.mmio.Write(addr, data)
 		return
 	}
 	if !m.mmio.Read(addr, data) {
 		fill(data, 0xFF)
+	}
+}
+
+// parkAll takes every vCPU out of KVM_RUN and waits until all are parked.
+func (m *machine) parkAll() {
+	for _, v := range m.vcpus {
+		v.RequestPause()
+	}
+	for _, v := range m.vcpus {
+		v.WaitParked()
+	}
+}
+
+// resumeAll lets parked vCPUs run again.
+func (m *machine) resumeAll() {
+	for _, v := range m.vcpus {
+		v.Resume()
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kvmm/kvmm/acpi"
 	"github.com/kvmm/kvmm/kvmext"
 	"github.com/kvmm/kvmm/vcpu"
 )
@@ -45,6 +46,11 @@ const (
 	StatusStopped       = 130 // stopped by the host (Stop, context cancel)
 )
 
+// ErrState is wrapped by every error that refuses an operation because of
+// the VM's state (resuming a running VM, pausing a stopped one): the caller
+// asked for something that makes no sense now, nothing failed.
+var ErrState = errors.New("operation not valid in this state")
+
 // Result is how a VM ended.
 type Result struct {
 	Status int    `json:"status"`
@@ -66,14 +72,19 @@ type VM struct {
 	serial io.Writer
 	kvm    *os.File
 
+	// opMu serialises host-side transitions (pause, resume, wake, reset).
+	opMu sync.Mutex
+
 	mu      sync.Mutex
 	state   State
 	m       *machine
 	started time.Time
-	result  *Result
-	reboots uint64
-	done    chan struct{}
-	events  eventBus
+	// suspendedAt is when the guest last entered S3.
+	suspendedAt time.Time
+	result      *Result
+	reboots     uint64
+	done        chan struct{}
+	events      eventBus
 }
 
 // event is something that ends or restarts the current machine.
@@ -161,7 +172,7 @@ func (vm *VM) Start() error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	if vm.state != StateCreated {
-		return fmt.Errorf("start: VM is %s", vm.state)
+		return fmt.Errorf("start: %w: VM is %s", ErrState, vm.state)
 	}
 	vm.state, vm.started = StateRunning, time.Now()
 	vm.events.publish(Event{Type: "state", State: StateRunning})
@@ -188,6 +199,16 @@ func (vm *VM) Wait(ctx context.Context) (Result, error) {
 		<-vm.done
 		return *vm.result, ctx.Err()
 	}
+}
+
+// Result returns how the VM ended; false while it has not.
+func (vm *VM) Result() (Result, bool) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.result == nil {
+		return Result{}, false
+	}
+	return *vm.result, true
 }
 
 // Done is closed when the VM has ended.
@@ -319,21 +340,30 @@ func (vm *VM) Stop(reason string) {
 }
 
 // Pause parks every vCPU outside KVM_RUN; a paused VM uses no CPU time.
+// Transitions are serialised by opMu; vm.mu is only held for short reads and
+// writes of the state, because a vCPU that is being parked may need it (a
+// guest entering S3 at that moment).
 func (vm *VM) Pause() (time.Duration, error) {
+	vm.opMu.Lock()
+	defer vm.opMu.Unlock()
+	vm.mu.Lock()
+	if vm.state != StateRunning {
+		defer vm.mu.Unlock()
+		return 0, fmt.Errorf("pause: %w: VM is %s, not running", ErrState, vm.state)
+	}
+	m := vm.m
+	vm.mu.Unlock()
+	start := time.Now()
+	m.parkAll()
+	d := time.Since(start)
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	if vm.state != StateRunning {
-		return 0, fmt.Errorf("pause: VM is %s, not running", vm.state)
-	}
-	start := time.Now()
-	for _, v := range vm.m.vcpus {
-		v.RequestPause()
-	}
-	for _, v := range vm.m.vcpus {
-		v.WaitParked()
+		// The guest suspended (S3) while we parked it: it stays parked,
+		// and suspended is the state it is in.
+		return d, fmt.Errorf("pause: %w: the guest entered %s meanwhile", ErrState, vm.state)
 	}
 	vm.state = StatePaused
-	d := time.Since(start)
 	vm.log.Info("VM paused", "took", d)
 	vm.events.publish(Event{Type: "state", State: StatePaused, Detail: "pause took " + d.String()})
 	return d, nil
@@ -341,15 +371,15 @@ func (vm *VM) Pause() (time.Duration, error) {
 
 // Resume lets a paused VM run again.
 func (vm *VM) Resume() (time.Duration, error) {
+	vm.opMu.Lock()
+	defer vm.opMu.Unlock()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	if vm.state != StatePaused {
-		return 0, fmt.Errorf("resume: VM is %s, not paused", vm.state)
+		return 0, fmt.Errorf("resume: %w: VM is %s, not paused", ErrState, vm.state)
 	}
 	start := time.Now()
-	for _, v := range vm.m.vcpus {
-		v.Resume()
-	}
+	vm.m.resumeAll()
 	vm.state = StateRunning
 	d := time.Since(start)
 	vm.log.Info("VM resumed", "took", d)
@@ -377,28 +407,37 @@ func (vm *VM) Subscribe() (<-chan Event, func()) { return vm.events.subscribe() 
 // guest with an ACPI button driver turns into a clean poweroff.
 func (vm *VM) PowerButton() error {
 	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	if vm.state != StateRunning {
-		return fmt.Errorf("power button: VM is %s, not running", vm.state)
+	state := vm.state
+	if state == StateRunning {
+		vm.m.pm.PressPowerButton()
 	}
-	vm.m.pm.PressPowerButton()
-	vm.events.publish(Event{Type: "power-button"})
-	return nil
+	vm.mu.Unlock()
+	switch state {
+	case StateRunning:
+		vm.events.publish(Event{Type: "power-button"})
+		return nil
+	case StateSuspended:
+		// A power button press wakes a sleeping machine.
+		return vm.wake(acpi.WakeOther, "power button")
+	}
+	return fmt.Errorf("power button: %w: VM is %s", ErrState, state)
 }
 
 // HostReset reboots the guest (a hardware reset, not a guest request), even
 // when OnReboot is "exit".
 func (vm *VM) HostReset() error {
+	vm.opMu.Lock()
+	defer vm.opMu.Unlock()
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	switch vm.state {
-	case StateRunning, StatePaused:
+	case StateRunning, StatePaused, StateSuspended:
 	default:
-		return fmt.Errorf("reset: VM is %s", vm.state)
+		return fmt.Errorf("reset: %w: VM is %s", ErrState, vm.state)
 	}
-	if vm.state == StatePaused {
+	if vm.state != StateRunning {
+		vm.events.publish(Event{Type: "state", State: StateRunning, Detail: "reset of a " + string(vm.state) + " VM"})
 		vm.state = StateRunning
-		vm.events.publish(Event{Type: "state", State: StateRunning, Detail: "reset of a paused VM"})
 	}
 	vm.m.post(event{reboot: true})
 	return nil

@@ -26,6 +26,8 @@ type VMController interface {
 	Uptime() time.Duration
 	Pause() (time.Duration, error)
 	Resume() (time.Duration, error)
+	// Wake ends an ACPI S3 sleep (suspended -> running).
+	Wake() (time.Duration, error)
 	PowerButton() error
 	HostReset() error
 	Stop(reason string)

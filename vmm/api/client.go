@@ -49,6 +49,10 @@ func NewClient(sockPath string) *Client {
 // Socket is the socket path the client dials.
 func (c *Client) Socket() string { return c.sock }
 
+// Close closes the client's idle connections; requests and event streams
+// in progress are not affected, and the client stays usable.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
 // Error is an error answer from the server.
 type Error struct {
 	// Status is the HTTP status: 400, 404, 405, 409, 413, 500.

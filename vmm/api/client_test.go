@@ -58,7 +58,7 @@ func TestClient(t *testing.T) {
 		t.Errorf("Metrics(0): %+v, %v", m, err)
 	}
 	doc, err := c.OpenAPI(ctx)
-	if err != nil || string(doc) != string(OpenAPI) {
+	if err != nil || string(doc) != string(OpenAPI()) {
 		t.Errorf("OpenAPI: %d bytes, %v", len(doc), err)
 	}
 	if r, err := c.Power(ctx, PowerButton); err != nil || r.Action != PowerButton {

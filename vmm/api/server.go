@@ -19,10 +19,14 @@ import (
 	"github.com/kvmm/kvmm/vmm"
 )
 
-// OpenAPI is the API's OpenAPI 3 description, served at GET /openapi.yaml.
+// openAPIDoc is openapi.yaml. A string, so that nothing can modify it.
 //
 //go:embed openapi.yaml
-var OpenAPI []byte
+var openAPIDoc string
+
+// OpenAPI returns the API's OpenAPI 3 description, also served at
+// GET /openapi.yaml.
+func OpenAPI() []byte { return []byte(openAPIDoc) }
 
 const (
 	// MaxBodyBytes bounds a request body; a larger one gets 413. The
@@ -209,9 +213,16 @@ func (s *Server) transitionTo(cur, want vmm.State) (transition, error) {
 		switch cur {
 		case vmm.StatePaused:
 			return transition{"resume", cur, want, s.vm.Resume}, nil
-			// ACPI S3 wake will be one more case here:
-			// case vmm.StateSuspended: transition{"wake", cur, want, s.vm.Wake}.
+		case vmm.StateSuspended:
+			return transition{"wake", cur, want, s.vm.Wake}, nil
 		}
+	case vmm.StateSuspended:
+		// S3 is entered by the guest (echo mem > /sys/power/state); the
+		// host can only wake it.
+		if cur == vmm.StateSuspended {
+			return transition{}, conflict("VM is already suspended")
+		}
+		return transition{}, conflict("cannot suspend: VM is %s; ACPI S3 is entered by the guest (echo mem > /sys/power/state), the host can only wake it", cur)
 	case "":
 		return transition{}, badRequest(`missing "state": want "running" or "paused"`)
 	default:
@@ -254,13 +265,14 @@ func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
 func (s *Server) powerAction(action PowerAction, cur vmm.State) (func() error, error) {
 	switch action {
 	case PowerButton:
-		if cur != vmm.StateRunning {
-			return nil, conflict("power button: VM is %s, not running", cur)
+		// On a suspended VM the button is a wake source.
+		if cur != vmm.StateRunning && cur != vmm.StateSuspended {
+			return nil, conflict("power button: VM is %s, not running or suspended", cur)
 		}
 		return s.vm.PowerButton, nil
 	case PowerReset:
-		if cur != vmm.StateRunning && cur != vmm.StatePaused {
-			return nil, conflict("reset: VM is %s, not running or paused", cur)
+		if cur != vmm.StateRunning && cur != vmm.StatePaused && cur != vmm.StateSuspended {
+			return nil, conflict("reset: VM is %s, not running, paused or suspended", cur)
 		}
 		return s.vm.HostReset, nil
 	case PowerShutdown:
@@ -380,7 +392,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/yaml")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(OpenAPI)
+	_, _ = io.WriteString(w, openAPIDoc)
 }
 
 // httpError is an error with the HTTP status it answers with.

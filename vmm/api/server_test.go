@@ -138,6 +138,30 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
+// TestWake: "running" on a suspended VM is an S3 wake, and so is the power
+// button.
+func TestWake(t *testing.T) {
+	f := apitest.New()
+	ts := newTestServer(t, f)
+	f.Suspend()
+	r := call(t, ts, "PUT", "/vm/state", `{"state":"running"}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("wake: status %d: %s", r.status, r.body)
+	}
+	got := decode[StateResponse](t, r)
+	want := StateResponse{State: vmm.StateRunning, Previous: vmm.StateSuspended, TookNS: apitest.WakeLatency, Took: "200µs"}
+	if got != want {
+		t.Errorf("wake answered %+v, want %+v", got, want)
+	}
+	f.Suspend()
+	if r := call(t, ts, "PUT", "/vm/power", `{"action":"button"}`); r.status != http.StatusAccepted {
+		t.Fatalf("button on a suspended VM: status %d: %s", r.status, r.body)
+	}
+	if s := f.State(); s != vmm.StateRunning {
+		t.Errorf("power button did not wake the VM: %s", s)
+	}
+}
+
 // TestBadRequests: every malformed request gets its status and a JSON
 // error naming the problem, and the VM keeps running.
 func TestBadRequests(t *testing.T) {
@@ -221,9 +245,9 @@ func TestConflicts(t *testing.T) {
 		{"pause stopped", vmm.StateStopped, "/vm/state", `{"state":"paused"}`, "stopped"},
 		{"pause created", vmm.StateCreated, "/vm/state", `{"state":"paused"}`, "created"},
 		{"pause suspended", vmm.StateSuspended, "/vm/state", `{"state":"paused"}`, "suspended"},
-		// Until the VM can wake from S3 (Wake), resuming a suspended VM
-		// is refused like any other change that cannot be made.
-		{"resume suspended", vmm.StateSuspended, "/vm/state", `{"state":"running"}`, "suspended"},
+		{"suspend paused", vmm.StatePaused, "/vm/state", `{"state":"suspended"}`, "paused"},
+		{"suspend running", vmm.StateRunning, "/vm/state", `{"state":"suspended"}`, "entered by the guest"},
+		{"suspend suspended", vmm.StateSuspended, "/vm/state", `{"state":"suspended"}`, "already suspended"},
 		{"button paused", vmm.StatePaused, "/vm/power", `{"action":"button"}`, "paused"},
 		{"button stopped", vmm.StateStopped, "/vm/power", `{"action":"button"}`, "stopped"},
 		{"reset stopped", vmm.StateStopped, "/vm/power", `{"action":"reset"}`, "stopped"},
@@ -323,8 +347,8 @@ func TestMetrics(t *testing.T) {
 func TestOpenAPIServed(t *testing.T) {
 	ts := newTestServer(t, apitest.New())
 	r := call(t, ts, "GET", "/openapi.yaml", "")
-	if r.status != http.StatusOK || !bytes.Equal(r.body, OpenAPI) {
-		t.Errorf("status %d, %d bytes; want 200 and the embedded %d bytes", r.status, len(r.body), len(OpenAPI))
+	if r.status != http.StatusOK || !bytes.Equal(r.body, OpenAPI()) {
+		t.Errorf("status %d, %d bytes; want 200 and the embedded %d bytes", r.status, len(r.body), len(OpenAPI()))
 	}
 	if ct := r.header.Get("Content-Type"); ct != "application/yaml" {
 		t.Errorf("Content-Type %q", ct)

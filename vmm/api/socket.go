@@ -21,6 +21,9 @@ const (
 	// socketDirMode is for a parent directory we create (e.g. /run/kvmm):
 	// private as well, since it holds nothing but owner-only sockets.
 	socketDirMode = 0o700
+	// maxSocketPath is the longest path sockaddr_un's sun_path holds
+	// with its terminating NUL.
+	maxSocketPath = len(unix.RawSockaddrUnix{}.Path) - 1
 	// probeTimeout bounds the check of whether a server answers on an
 	// existing socket file.
 	probeTimeout = time.Second
@@ -41,6 +44,10 @@ type socket struct {
 func listenSocket(path string) (*socket, error) {
 	if path == "" {
 		return nil, errors.New("api socket: empty path")
+	}
+	if len(path) > maxSocketPath {
+		// bind would fail with a bare EINVAL.
+		return nil, fmt.Errorf("api socket %s: path is %d bytes, unix sockets allow at most %d", path, len(path), maxSocketPath)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), socketDirMode); err != nil {
 		return nil, fmt.Errorf("api socket %s: creating its directory: %w", path, err)
@@ -122,7 +129,9 @@ func removeStale(path string) error {
 func describeLive(path string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	info, err := NewClient(path).VM(ctx)
+	c := NewClient(path)
+	defer c.Close()
+	info, err := c.VM(ctx)
 	if err != nil || info.State == "" {
 		return "another process"
 	}

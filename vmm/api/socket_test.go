@@ -281,3 +281,12 @@ func TestCloseDeliversFinalEvent(t *testing.T) {
 		t.Errorf("after the last event: %v, want io.EOF", err)
 	}
 }
+
+func TestSocketPathTooLong(t *testing.T) {
+	path := filepath.Join(shortTempDir(t), strings.Repeat("x", 120))
+	srv := NewServer(apitest.New(), Options{Logger: testLogger(t)})
+	if err := srv.Start(path); err == nil || !strings.Contains(err.Error(), "at most 107") {
+		srv.Close()
+		t.Errorf("Start with a %d-byte path: %v", len(path), err)
+	}
+}

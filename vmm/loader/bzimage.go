@@ -227,43 +227,43 @@ func (b *bzImage) placement(lowEnd uint64) (load, end uint64, err error) {
 func loadBzImage(mem *memory.Guest, p Params, memMap []E820Entry) (Entry, error) {
 	b, err := parseBzImage(p.Kernel, p.KernelSize)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	if uint64(len(p.Cmdline)) > b.cmdlineSize {
-		return Entry{}, fmt.Errorf("load bzImage: command line is %d bytes, the kernel's cmdline_size is %d",
+		return Entry{}, fmt.Errorf("bzImage: command line is %d bytes, the kernel's cmdline_size is %d",
 			len(p.Cmdline), b.cmdlineSize)
 	}
 	lowEnd := lowRAMEnd(mem)
 	load, kernelEnd, err := b.placement(lowEnd)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	if err := loadInto(mem, load, p.Kernel, b.setupSize, uint64(b.protSize)); err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: protected-mode part at %#x: %w", load, err)
+		return Entry{}, fmt.Errorf("bzImage: protected-mode part at %#x: %w", load, err)
 	}
 	// initrd_addr_max is the highest address the initrd may occupy, so the
 	// initrd must end at or below initrd_addr_max + 1.
 	ceil := min(b.initrdAddrMax+1, lowEnd)
 	initrdAddr, err := loadInitrd(mem, p, memMap, kernelEnd, ceil, b.xloadflags&xlfAbove4G != 0)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	if err := writeCmdline(mem, p.Cmdline); err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	bp, err := b.bootParams(p, memMap, load, initrdAddr)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	if err := mem.Write(layout.ZeroPageAddr, bp); err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: write boot_params at %#x: %w", layout.ZeroPageAddr, err)
+		return Entry{}, fmt.Errorf("bzImage: write boot_params at %#x: %w", layout.ZeroPageAddr, err)
 	}
 	gdtBase, gdtLimit, err := writeGDT(mem, GDTCode64)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	if err := writePageTables(mem); err != nil {
-		return Entry{}, fmt.Errorf("load bzImage: %w", err)
+		return Entry{}, fmt.Errorf("bzImage: %w", err)
 	}
 	return Entry{
 		Mode:     ModeLong64,

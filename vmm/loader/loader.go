@@ -28,9 +28,21 @@ import (
 	"github.com/kvmm/kvmm/memory"
 )
 
-// ErrBadImage is wrapped by every error about the contents of a kernel
-// file: not a kernel, truncated, inconsistent, or not loadable here.
+// ErrBadImage matches (errors.Is) every error about the contents of a
+// kernel file: not a kernel, truncated, inconsistent, or not loadable here.
 var ErrBadImage = errors.New("bad kernel image")
+
+// badImageError is an error about the kernel file. It matches ErrBadImage
+// without repeating "bad kernel image" in every message.
+type badImageError struct{ msg string }
+
+func (e *badImageError) Error() string        { return e.msg }
+func (e *badImageError) Is(target error) bool { return target == ErrBadImage }
+
+// badf formats a badImageError.
+func badf(format string, args ...any) error {
+	return &badImageError{msg: fmt.Sprintf(format, args...)}
+}
 
 // Format is the kind of kernel image.
 type Format int
@@ -120,27 +132,29 @@ type Entry struct {
 // boot structures into mem, and returns the boot vCPU's starting state.
 func Load(mem *memory.Guest, p Params) (Entry, error) {
 	if mem == nil {
-		return Entry{}, errors.New("load kernel: no guest memory")
+		return Entry{}, errors.New("no guest memory")
 	}
 	if p.Kernel == nil {
-		return Entry{}, errors.New("load kernel: no kernel image")
+		return Entry{}, errors.New("no kernel image")
 	}
 	if p.InitrdSize < 0 || (p.InitrdSize > 0 && p.Initrd == nil) {
-		return Entry{}, fmt.Errorf("load kernel: initrd size %d without a usable initrd", p.InitrdSize)
+		return Entry{}, fmt.Errorf("initrd size %d without a usable initrd", p.InitrdSize)
 	}
 	if err := checkCmdline(p.Cmdline, layout.CmdlineMax-1); err != nil {
-		return Entry{}, fmt.Errorf("load kernel: %w", err)
+		return Entry{}, err
 	}
 	memMap := p.MemMap
 	if memMap == nil {
 		memMap = MemoryMap(mem)
 	}
 	if err := checkMemMap(memMap); err != nil {
-		return Entry{}, fmt.Errorf("load kernel: %w", err)
+		return Entry{}, err
 	}
 	format, err := Detect(p.Kernel, p.KernelSize)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load kernel: %w", err)
+		// Detect's error already says what the file is not; the caller adds
+		// the file name.
+		return Entry{}, err
 	}
 	switch format {
 	case FormatBzImage:
@@ -148,7 +162,7 @@ func Load(mem *memory.Guest, p Params) (Entry, error) {
 	case FormatPVH:
 		return loadPVH(mem, p, memMap)
 	}
-	return Entry{}, fmt.Errorf("load kernel: unsupported format %v", format)
+	return Entry{}, fmt.Errorf("unsupported kernel format %v", format)
 }
 
 // Detect inspects a kernel image of size bytes and tells its format. An

@@ -260,22 +260,22 @@ func findPVHEntry(r io.ReaderAt, size int64, seg elfSegment, align uint64) (uint
 func loadPVH(mem *memory.Guest, p Params, memMap []E820Entry) (Entry, error) {
 	k, err := parseELF(p.Kernel, p.KernelSize)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load PVH kernel: %w", err)
+		return Entry{}, fmt.Errorf("PVH kernel: %w", err)
 	}
 	var kernelEnd uint64
 	for i, s := range k.loads {
 		// Below 1 MiB live the GDT, start info, command line and ACPI
 		// tables; a segment there would be overwritten or overwrite them.
 		if s.paddr < layout.HighMemStart {
-			return Entry{}, fmt.Errorf("load PVH kernel: %w", badf("segment at %#x is below %#x, over the boot structures",
+			return Entry{}, fmt.Errorf("PVH kernel: %w", badf("segment at %#x is below %#x, over the boot structures",
 				s.paddr, layout.HighMemStart))
 		}
 		if !mem.Contains(s.paddr, s.memsz) {
-			return Entry{}, fmt.Errorf("load PVH kernel: segment [%#x, +%#x) is not in guest RAM", s.paddr, s.memsz)
+			return Entry{}, fmt.Errorf("PVH kernel: segment [%#x, +%#x) is not in guest RAM", s.paddr, s.memsz)
 		}
 		for _, o := range k.loads[:i] {
 			if overlaps(s.paddr, s.memsz, o.paddr, o.memsz) {
-				return Entry{}, fmt.Errorf("load PVH kernel: %w", badf("segments [%#x, +%#x) and [%#x, +%#x) overlap",
+				return Entry{}, fmt.Errorf("PVH kernel: %w", badf("segments [%#x, +%#x) and [%#x, +%#x) overlap",
 					s.paddr, s.memsz, o.paddr, o.memsz))
 			}
 		}
@@ -283,28 +283,28 @@ func loadPVH(mem *memory.Guest, p Params, memMap []E820Entry) (Entry, error) {
 	}
 	for _, s := range k.loads {
 		if err := loadInto(mem, s.paddr, p.Kernel, int64(s.off), s.filesz); err != nil {
-			return Entry{}, fmt.Errorf("load PVH kernel: segment at %#x: %w", s.paddr, err)
+			return Entry{}, fmt.Errorf("PVH kernel: segment at %#x: %w", s.paddr, err)
 		}
 		// p_memsz beyond p_filesz is bss: the kernel expects zeroes.
 		bss, err := mem.Slice(s.paddr+s.filesz, s.memsz-s.filesz)
 		if err != nil {
-			return Entry{}, fmt.Errorf("load PVH kernel: bss at %#x: %w", s.paddr+s.filesz, err)
+			return Entry{}, fmt.Errorf("PVH kernel: bss at %#x: %w", s.paddr+s.filesz, err)
 		}
 		clear(bss)
 	}
 	initrdAddr, err := loadInitrd(mem, p, memMap, kernelEnd, min(lowRAMEnd(mem), uint64(layout.MMIOHoleStart)), true)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load PVH kernel: %w", err)
+		return Entry{}, fmt.Errorf("PVH kernel: %w", err)
 	}
 	if err := writeCmdline(mem, p.Cmdline); err != nil {
-		return Entry{}, fmt.Errorf("load PVH kernel: %w", err)
+		return Entry{}, fmt.Errorf("PVH kernel: %w", err)
 	}
 	if err := writeStartInfo(mem, p, memMap, initrdAddr); err != nil {
-		return Entry{}, fmt.Errorf("load PVH kernel: %w", err)
+		return Entry{}, fmt.Errorf("PVH kernel: %w", err)
 	}
 	gdtBase, gdtLimit, err := writeGDT(mem, GDTCode32)
 	if err != nil {
-		return Entry{}, fmt.Errorf("load PVH kernel: %w", err)
+		return Entry{}, fmt.Errorf("PVH kernel: %w", err)
 	}
 	return Entry{
 		Mode:     ModePVH32,

@@ -35,6 +35,7 @@ type FakeVM struct {
 const (
 	PauseLatency  = 100 * time.Microsecond
 	ResumeLatency = 50 * time.Microsecond
+	WakeLatency   = 200 * time.Microsecond
 )
 
 // New returns a running fake VM with 2 vCPUs and 128 MiB.
@@ -96,11 +97,37 @@ func (f *FakeVM) Resume() (time.Duration, error) {
 	return ResumeLatency, nil
 }
 
-func (f *FakeVM) PowerButton() error {
+// Wake ends an S3 sleep, as vmm.VM.Wake does.
+func (f *FakeVM) Wake() (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.state != vmm.StateSuspended {
+		return 0, fmt.Errorf("wake: %w: VM is %s, not suspended", vmm.ErrState, f.state)
+	}
+	f.state = vmm.StateRunning
+	f.publishLocked(vmm.Event{Type: "state", State: vmm.StateRunning, Detail: "woken from S3"})
+	return WakeLatency, nil
+}
+
+// Suspend puts the fake in ACPI S3, as a guest writing SLP_EN does.
+func (f *FakeVM) Suspend() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = vmm.StateSuspended
+	f.publishLocked(vmm.Event{Type: "state", State: vmm.StateSuspended, Detail: "guest entered ACPI S3"})
+}
+
+func (f *FakeVM) PowerButton() error {
+	f.mu.Lock()
+	if f.state == vmm.StateSuspended {
+		// On a sleeping machine the button is a wake source.
+		f.mu.Unlock()
+		_, err := f.Wake()
+		return err
+	}
+	defer f.mu.Unlock()
 	if f.state != vmm.StateRunning {
-		return fmt.Errorf("power button: VM is %s, not running", f.state)
+		return fmt.Errorf("power button: %w: VM is %s, not running", vmm.ErrState, f.state)
 	}
 	f.presses++
 	f.publishLocked(vmm.Event{Type: "power-button"})
