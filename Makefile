@@ -39,6 +39,17 @@ guest:
 e2e: build guest
 	KVMM_E2E=1 KVMM_GUEST_DIR=$(CURDIR)/$(GUEST_DIR) $(GO) test -count=1 -v ./e2e/
 
+# Benchmarks (BENCHMARKS.md): kvmm vs QEMU -M microvm vs the bare-KVM floor
+# (cmd/kvmm-floor) on the same test guests, each figure a median over rounds
+# that alternate between the systems, plus the exit path's testing.B
+# benchmarks. Installs QEMU (Debian's qemu-system-x86) when it is missing and
+# we are root, prints the tables and rewrites the generated part of
+# BENCHMARKS.md. BENCH_FLAGS adds options, e.g. BENCH_FLAGS="-rounds 20".
+bench: build
+	$(GO) build -o bin/kvmm-floor ./cmd/kvmm-floor
+	$(GO) build -o bin/kvmm-bench ./cmd/kvmm-bench
+	./bin/kvmm-bench -kvmm $(BIN) -floor bin/kvmm-floor -go $(GO) -out BENCHMARKS.md $(BENCH_FLAGS)
+
 # Rebuild the embedded built-in guest from builtin/selftest.S.
 builtin:
 	$(GO) generate ./builtin/

@@ -22,27 +22,79 @@ type runResult struct {
 	// its standard output (the guest's serial console); 0 if there was
 	// none.
 	FirstOutput time.Duration
-	Status      int // exit status; -1 when killed by a signal
-	Stdout      string
-	Stderr      string
+	// Lines are the output lines with the times their first and last
+	// bytes arrived.
+	Lines  []TimedLine
+	Status int // exit status; -1 when killed by a signal
+	Stdout string
+	Stderr string
 }
 
-// firstByteWriter keeps what is written and when the first byte came.
-type firstByteWriter struct {
-	mu    sync.Mutex
-	start time.Time
-	first time.Duration
-	buf   bytes.Buffer
+// TimedLine is a line of output (without its newline) and when, from the
+// process start, the read that brought its first byte and the one that
+// brought its newline returned.
+type TimedLine struct {
+	Text       string
+	Start, End time.Duration
 }
 
-func (w *firstByteWriter) Write(p []byte) (int, error) {
-	now := time.Now()
+// lineRecorder is an io.Writer that keeps the output and timestamps it
+// line by line as the reads of the pipe deliver it.
+type lineRecorder struct {
+	mu      sync.Mutex
+	start   time.Time
+	buf     bytes.Buffer
+	lines   []TimedLine
+	partial []byte
+	pStart  time.Duration
+}
+
+func (w *lineRecorder) Write(p []byte) (int, error) {
+	now := time.Since(w.start)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.first == 0 && len(p) > 0 {
-		w.first = now.Sub(w.start)
-	}
+	w.record(p, now)
 	return w.buf.Write(p)
+}
+
+// record splits p into lines arriving at time now.
+func (w *lineRecorder) record(p []byte, now time.Duration) {
+	for len(p) > 0 {
+		if len(w.partial) == 0 {
+			w.pStart = now
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.partial = append(w.partial, p...)
+			return
+		}
+		w.partial = append(w.partial, p[:i]...)
+		text := strings.TrimSuffix(string(w.partial), "\r")
+		w.lines = append(w.lines, TimedLine{Text: text, Start: w.pStart, End: now})
+		w.partial = w.partial[:0]
+		p = p[i+1:]
+	}
+}
+
+// firstByte is when the first byte arrived, or 0.
+func (w *lineRecorder) firstByte() time.Duration {
+	if len(w.lines) > 0 {
+		return w.lines[0].Start
+	}
+	if len(w.partial) > 0 {
+		return w.pStart
+	}
+	return 0
+}
+
+// findLine returns the first line that starts with prefix.
+func findLine(lines []TimedLine, prefix string) (TimedLine, bool) {
+	for _, l := range lines {
+		if strings.HasPrefix(l.Text, prefix) {
+			return l, true
+		}
+	}
+	return TimedLine{}, false
 }
 
 // runTimed runs argv to completion (standard input /dev/null) and times it.
@@ -50,7 +102,7 @@ func (w *firstByteWriter) Write(p []byte) (int, error) {
 func runTimed(ctx context.Context, argv []string, timeout time.Duration) (runResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out := &firstByteWriter{}
+	out := &lineRecorder{}
 	var errBuf bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, &errBuf
@@ -62,7 +114,7 @@ func runTimed(ctx context.Context, argv []string, timeout time.Duration) (runRes
 	waitErr := cmd.Wait()
 	res := runResult{Wall: time.Since(out.start), Status: cmd.ProcessState.ExitCode()}
 	out.mu.Lock()
-	res.FirstOutput, res.Stdout = out.first, out.buf.String()
+	res.FirstOutput, res.Lines, res.Stdout = out.firstByte(), out.lines, out.buf.String()
 	out.mu.Unlock()
 	res.Stderr = errBuf.String()
 	if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +17,11 @@ type Report struct {
 	Invocation string // the command line that produced the report
 	Duration   time.Duration
 	Benchmarks []BenchmarkResult
+	// GoBench are the hot-path micro-benchmarks (go test -bench), run by
+	// GoBenchCommand; GoBenchError says why they are missing or partial.
+	GoBench        []GoBenchResult
+	GoBenchCommand []string
+	GoBenchError   string
 }
 
 // BenchmarkResult is one benchmark's part of a report.
@@ -31,15 +37,19 @@ type BenchmarkResult struct {
 
 // Row is one metric of a benchmark: a cell per system.
 type Row struct {
-	Title  string
-	Unit   string
-	Cells  map[System]Cell
-	Target *Target
+	Title    string
+	Unit     string
+	Cells    map[System]Cell
+	Target   *Target
+	NoRatios bool // the ratio columns stay empty
 }
 
 // Cell is one system's figure in a row, or why there is none.
 type Cell struct {
 	Summary *Summary
+	// Samples are the measurements in round order (Samples[i] is from
+	// round i), for ratios paired by round.
+	Samples []float64
 	Note    string // "pending: ...", "not installed", "error: ...", "n/a"
 }
 
@@ -52,9 +62,9 @@ type Command struct {
 // Target is a goal a row is judged against (a goal, not a test assertion).
 type Target struct {
 	Text string
-	// Check judges the medians by system; ok is false when a figure it
-	// needs is missing.
-	Check func(median map[System]float64) (met, ok bool)
+	// Check judges the row (its medians and ratios); ok is false when a
+	// figure it needs is missing.
+	Check func(r Row) (met, ok bool)
 }
 
 // Verdict is a row's standing against its target.
@@ -95,7 +105,7 @@ func (r Row) Verdict() Verdict {
 	if r.Target == nil || r.Target.Check == nil {
 		return NoTarget
 	}
-	met, ok := r.Target.Check(r.Medians())
+	met, ok := r.Target.Check(r)
 	switch {
 	case !ok:
 		return Unknown
@@ -105,15 +115,34 @@ func (r Row) Verdict() Verdict {
 	return Missed
 }
 
-// Ratio is the median of num divided by that of den, when both exist.
+// Ratio is how num's figure compares with den's: the median over rounds
+// of the ratio of their samples in the same round (the systems run back to
+// back in a round, so a slow spell of the machine cancels out), or, without
+// per-round samples, the ratio of the medians. ok is false when a figure is
+// missing or the row has NoRatios.
 func (r Row) Ratio(num, den System) (float64, bool) {
-	m := r.Medians()
-	a, okA := m[num]
-	b, okB := m[den]
-	if !okA || !okB || b == 0 {
+	if r.NoRatios {
 		return 0, false
 	}
-	return a / b, true
+	return r.PairedRatio(num, den)
+}
+
+// PairedRatio is Ratio without regard to NoRatios (for targets).
+func (r Row) PairedRatio(num, den System) (float64, bool) {
+	a, b := r.Cells[num], r.Cells[den]
+	var ratios []float64
+	for i := 0; i < len(a.Samples) && i < len(b.Samples); i++ {
+		if b.Samples[i] != 0 && !math.IsNaN(a.Samples[i]) && !math.IsNaN(b.Samples[i]) {
+			ratios = append(ratios, a.Samples[i]/b.Samples[i])
+		}
+	}
+	if s, err := Summarize(ratios); err == nil {
+		return s.Median, true
+	}
+	if a.Summary == nil || b.Summary == nil || b.Summary.Median == 0 {
+		return 0, false
+	}
+	return a.Summary.Median / b.Summary.Median, true
 }
 
 // FormatValue prints a figure with three significant digits or so.
@@ -191,20 +220,46 @@ func (r *Report) Markdown() string {
 	b.WriteString("## Results\n\n")
 	fmt.Fprintf(&b, "Measured %s with `%s` (%s). Each figure is the median [min–max] of %d runs; "+
 		"in every round each system runs once and the order rotates round by round, so machine noise hits all of them alike. "+
-		"Ratios are of medians; lower figures are better in every row.\n\n",
+		"A ratio is the median of the per-round ratios (each round runs the systems back to back). "+
+		"Lower figures are better in every row.\n\n",
 		r.Machine.Date.Format("2006-01-02 15:04 UTC"), r.Invocation, r.Duration.Round(time.Second), r.Rounds)
 	r.writeTable(&b)
+	r.writeGoBench(&b)
 	r.writeMachine(&b)
 	r.writeCommands(&b)
 	b.WriteString(EndMarker)
 	return b.String()
 }
 
-// String is the table alone, for the terminal.
+// String is the tables alone, for the terminal.
 func (r *Report) String() string {
 	var b strings.Builder
 	r.writeTable(&b)
+	r.writeGoBench(&b)
 	return b.String()
+}
+
+func (r *Report) writeGoBench(b *strings.Builder) {
+	if len(r.GoBenchCommand) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### Hot paths (testing.B)\n\n`%s` — user-space cost of the exit path after KVM_RUN returns; "+
+		"median [min–max] of the runs.\n\n", CommandLine(r.GoBenchCommand))
+	if r.GoBenchError != "" {
+		fmt.Fprintf(b, "Failed: %s\n\n", r.GoBenchError)
+	}
+	if len(r.GoBench) == 0 {
+		return
+	}
+	b.WriteString("| package | benchmark | ns/op | allocs/op |\n|---|---|---:|---:|\n")
+	for _, g := range r.GoBench {
+		allocs := "–"
+		if g.AllocsPerOp >= 0 {
+			allocs = strconv.FormatFloat(g.AllocsPerOp, 'f', -1, 64)
+		}
+		pkg := strings.TrimPrefix(g.Package, "github.com/kvmm/kvmm/")
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", pkg, g.Name, FormatSummary(g.NsPerOp), allocs)
+	}
 }
 
 func (r *Report) writeTable(b *strings.Builder) {
@@ -292,7 +347,7 @@ func (r *Report) writeCommands(b *strings.Builder) {
 	for _, br := range r.Benchmarks {
 		fmt.Fprintf(b, "\n**%s** — %s\n", br.Title, br.Method)
 		if br.Skipped != "" {
-			fmt.Fprintf(b, "\nSkipped: %s\n", br.Skipped)
+			fmt.Fprintf(b, "\nSkipped: %s. It would run:\n", br.Skipped)
 		}
 		if len(br.Commands) == 0 {
 			continue

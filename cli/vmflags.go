@@ -20,6 +20,8 @@ type vmFlags struct {
 	cpus       int
 	cpuModel   string
 	persona    string
+	hyperv     string
+	hvBackend  string
 	hugepages  bool
 	onReboot   string
 	kvmDevice  string
@@ -35,7 +37,9 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.mem, "mem", d.Memory.String(), "guest memory, e.g. 512M or 2G")
 	fs.IntVar(&f.cpus, "cpus", d.CPUs, "number of vCPUs")
 	fs.StringVar(&f.cpuModel, "cpu", d.CPUModel, "CPU model: host or baseline")
-	fs.StringVar(&f.persona, "personality", d.Personality, "hypervisor the guest detects: kvm")
+	fs.StringVar(&f.persona, "personality", d.Personality, "hypervisor the guest detects: kvm or hyperv")
+	fs.StringVar(&f.hyperv, "hyperv", "", "Hyper-V enlightenments (--personality hyperv), comma-separated: time, vpindex, crash, frequencies, vp-assist, tsc-invariant, synic, stimer (default time,vpindex,crash,frequencies,vp-assist)")
+	fs.StringVar(&f.hvBackend, "hyperv-backend", "auto", "Hyper-V implementation: auto (in-kernel when the host has it), kernel or user")
 	fs.BoolVar(&f.hugepages, "hugepages", false, "back guest memory with 2M huge pages")
 	fs.StringVar(&f.onReboot, "on-reboot", d.OnReboot, "what a guest reset does: reboot or exit")
 	fs.StringVar(&f.kvmDevice, "kvm-device", d.KVMDevice, "KVM device node")
@@ -75,6 +79,8 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("cpus", func() error { cfg.CPUs = f.cpus; return nil }),
 		set("cpu", func() error { cfg.CPUModel = f.cpuModel; return nil }),
 		set("personality", func() error { cfg.Personality = f.persona; return nil }),
+		set("hyperv", func() error { cfg.HyperV = f.hyperv; return nil }),
+		set("hyperv-backend", func() error { cfg.HyperVBackend = f.hvBackend; return nil }),
 		set("hugepages", func() error { cfg.HugePages = f.hugepages; return nil }),
 		set("on-reboot", func() error { cfg.OnReboot = f.onReboot; return nil }),
 		set("kvm-device", func() error { cfg.KVMDevice = f.kvmDevice; return nil }),

@@ -30,6 +30,7 @@ const (
 	ExitNMI           = 16
 	ExitInternalError = 17
 	ExitSystemEvent   = 24
+	ExitHyperV        = 27
 	ExitX86RDMSR      = 29
 	ExitX86WRMSR      = 30
 	// NumExitReasons bounds the per-reason counters.
@@ -67,6 +68,8 @@ func ExitReasonName(r uint32) string {
 		return "internal_error"
 	case ExitSystemEvent:
 		return "system_event"
+	case ExitHyperV:
+		return "hyperv"
 	case ExitX86RDMSR:
 		return "x86_rdmsr"
 	case ExitX86WRMSR:
@@ -199,6 +202,24 @@ func (r *Run) SystemEvent() uint32 {
 // FailEntryReason returns kvm_run.fail_entry.hardware_entry_failure_reason.
 func (r *Run) FailEntryReason() uint64 {
 	return binary.LittleEndian.Uint64(r.b[runUnion:])
+}
+
+// KVM_EXIT_HYPERV types (struct kvm_hyperv_exit).
+const (
+	HyperVExitSynIC  = 1
+	HyperVExitHcall  = 2
+	HyperVExitSynDbg = 3
+)
+
+// HyperVExit returns kvm_run.hyperv.type.
+func (r *Run) HyperVExit() uint32 {
+	return binary.LittleEndian.Uint32(r.b[runUnion:])
+}
+
+// SetHypercallResult answers a KVM_EXIT_HYPERV of type HCALL: the status
+// the guest's hypercall returns (kvm_hyperv_exit.u.hcall.result).
+func (r *Run) SetHypercallResult(status uint64) {
+	binary.LittleEndian.PutUint64(r.b[runUnion+16:], status)
 }
 
 // MSR returns kvm_run.msr for KVM_EXIT_X86_RDMSR/WRMSR: index and data.

@@ -128,8 +128,9 @@ func SetMSRFilter(vmFd uintptr, flags uint32, ranges []MSRFilterRange) error {
 }
 
 // maxHVCPUIDEntries bounds KVM_GET_SUPPORTED_HV_CPUID's answer; KVM 6.x
-// returns 10 entries (0x40000000-0x40000006, 0x40000080-0x40000082, and
-// 0x4000000A) and fails with E2BIG if the buffer is smaller than that.
+// returns about ten entries (0x40000000-0x40000005, 0x4000000A and the
+// synthetic debugger's 0x40000080-0x40000082) and fails with E2BIG when
+// the buffer is smaller than that.
 const maxHVCPUIDEntries = 64
 
 // struct kvm_cpuid2 with room for maxHVCPUIDEntries entries.

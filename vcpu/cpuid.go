@@ -34,15 +34,19 @@ type Personality string
 const (
 	// PersonalityKVM exposes the KVM signature and paravirt features.
 	PersonalityKVM Personality = "kvm"
+	// PersonalityHyperV drops KVM's 0x400000xx leaves (the caller passes
+	// the Hyper-V ones to ComposeCPUID, see package hyperv) and exposes
+	// the invariant TSC.
+	PersonalityHyperV Personality = "hyperv"
 )
 
 // ParsePersonality checks a --personality value.
 func ParsePersonality(s string) (Personality, error) {
 	switch Personality(s) {
-	case PersonalityKVM:
+	case PersonalityKVM, PersonalityHyperV:
 		return Personality(s), nil
 	}
-	return "", fmt.Errorf("personality %q: want kvm (hyperv and vmware are not built yet)", s)
+	return "", fmt.Errorf("personality %q: want kvm or hyperv (vmware is not built yet)", s)
 }
 
 // CPUID leaves and bits kvmm edits.
@@ -74,11 +78,17 @@ var kvmSignature = [3]uint32{0x4b4d564b, 0x564b4d56, 0x0000004d}
 
 // ComposeCPUID derives one vCPU's CPUID table from what KVM supports: the
 // APIC ID and topology for vCPU id of n, the hypervisor bit and signature of
-// the personality, and the feature mask of the model.
-func ComposeCPUID(supported []kvm.CPUIDEntry2, id, n int, model Model, p Personality) []kvm.CPUIDEntry2 {
+// the personality, and the feature mask of the model. Personalities other
+// than kvm get none of KVM's 0x4xxxxxxx leaves, and the invariant TSC; the
+// caller passes their own leaves (e.g. hyperv.Leaves) as extra, which
+// replace or add entries (MergeCPUID).
+func ComposeCPUID(supported []kvm.CPUIDEntry2, id, n int, model Model, p Personality, extra ...kvm.CPUIDEntry2) []kvm.CPUIDEntry2 {
 	out := make([]kvm.CPUIDEntry2, 0, len(supported)+2)
 	sawSig := false
 	for _, e := range supported {
+		if p != PersonalityKVM && isHypervisorLeaf(e.Function) {
+			continue
+		}
 		switch e.Function {
 		case leafFeatures:
 			e.Ebx = e.Ebx&0x0000FFFF | uint32(id)<<24 | uint32(min(n, 255))<<16
@@ -111,6 +121,62 @@ func ComposeCPUID(supported []kvm.CPUIDEntry2, id, n int, model Model, p Persona
 	if !sawSig && p == PersonalityKVM {
 		out = append(out, kvm.CPUIDEntry2{Function: leafHypervisor, Eax: leafKVMFeatures,
 			Ebx: kvmSignature[0], Ecx: kvmSignature[1], Edx: kvmSignature[2]})
+	}
+	if p != PersonalityKVM {
+		out = withInvariantTSC(out)
+	}
+	return MergeCPUID(out, extra)
+}
+
+// --- Personalities other than kvm (hyperv; see guest-protocols.md §0) ---
+
+const (
+	leafExtMax       = 0x80000000
+	leafAPM          = 0x80000007 // advanced power management
+	edxInvariantTSC  = 1 << 8     // 0x80000007 EDX: the TSC runs at a constant rate
+	leafHypervisorHi = 0x4FFFFFFF
+)
+
+// isHypervisorLeaf reports whether fn is in the range hypervisors use for
+// their signatures and features; Linux scans it for "KVMKVMKVM" (§0).
+func isHypervisorLeaf(fn uint32) bool { return fn >= leafHypervisor && fn <= leafHypervisorHi }
+
+// withInvariantTSC sets CPUID 0x80000007 EDX[8], adding the leaf (and
+// raising the maximum extended leaf) when KVM did not report it. Without
+// kvmclock the guest's clock is the TSC (directly or through a TSC page),
+// and Linux only trusts a TSC it is told is invariant.
+func withInvariantTSC(entries []kvm.CPUIDEntry2) []kvm.CPUIDEntry2 {
+	found := false
+	for i := range entries {
+		switch entries[i].Function {
+		case leafAPM:
+			entries[i].Edx |= edxInvariantTSC
+			found = true
+		case leafExtMax:
+			entries[i].Eax = max(entries[i].Eax, leafAPM)
+		}
+	}
+	if !found {
+		entries = append(entries, kvm.CPUIDEntry2{Function: leafAPM, Edx: edxInvariantTSC})
+	}
+	return entries
+}
+
+// MergeCPUID returns base with every entry of extra in place of the base
+// entry with the same function and index, or appended when there is none.
+func MergeCPUID(base, extra []kvm.CPUIDEntry2) []kvm.CPUIDEntry2 {
+	out := append([]kvm.CPUIDEntry2(nil), base...)
+	for _, e := range extra {
+		replaced := false
+		for i := range out {
+			if out[i].Function == e.Function && out[i].Index == e.Index {
+				out[i], replaced = e, true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, e)
+		}
 	}
 	return out
 }

@@ -20,6 +20,9 @@ import (
 	"github.com/kvmm/kvmm/kvmext"
 )
 
+// hvStatusInvalidHypercallCode is HV_STATUS_INVALID_HYPERCALL_CODE.
+const hvStatusInvalidHypercallCode = 2
+
 // kickSignal interrupts KVM_RUN. Go's runtime already sends SIGURG to its own
 // threads for preemption and every Go program tolerates spurious ones, so it
 // costs nothing to install and clashes with no application handler.
@@ -256,6 +259,12 @@ func (v *VCPU) gate() bool {
 	defer v.mu.Unlock()
 	for v.want == wantPause {
 		if !v.parked {
+			v.mu.Unlock()
+			v.completePendingExit()
+			v.mu.Lock()
+			if v.want != wantPause {
+				break
+			}
 			v.parked = true
 			v.cond.Broadcast()
 		}
@@ -263,6 +272,21 @@ func (v *VCPU) gate() bool {
 	}
 	v.parked = false
 	return v.want != wantStop
+}
+
+// completePendingExit finishes the instruction whose exit was just handled
+// (an IN's data into RAX, an emulated OUT's RIP advance) with a KVM_RUN that
+// returns at once (immediate_exit), as KVM's API documentation prescribes
+// before the VMM reads or replaces vCPU state. Without it, state set while
+// parked (the real-mode reset of an S3 wake) would be overwritten by the
+// completion of the OUT that entered S3 on the next KVM_RUN.
+func (v *VCPU) completePendingExit() {
+	v.run.SetImmediateExit(true)
+	_, err := kvm.Ioctl(v.fd, kvm.IIO(0x80), 0)
+	v.run.SetImmediateExit(false)
+	if err != nil && !errors.Is(err, syscall.EINTR) && !errors.Is(err, syscall.EAGAIN) {
+		v.log.Warn("completing the pending exit before parking", "err", err)
+	}
 }
 
 func (v *VCPU) handleExit(reason uint32, h Handler) error {
@@ -292,6 +316,13 @@ func (v *VCPU) handleExit(reason uint32, h Handler) error {
 			ok = mh.WriteMSR(v, index, data)
 		}
 		v.run.CompleteMSR(data, !ok)
+	case kvmext.ExitHyperV:
+		// Only an in-kernel Hyper-V (the kernel backend) exits here: a SynIC
+		// MSR change is informational (kvmm has no VMBus to re-wire), and a
+		// hypercall KVM leaves to user space is one kvmm does not offer.
+		if v.run.HyperVExit() == kvmext.HyperVExitHcall {
+			v.run.SetHypercallResult(hvStatusInvalidHypercallCode)
+		}
 	case kvmext.ExitIntr, kvmext.ExitHLT, kvmext.ExitIRQWindowOpen:
 		// Nothing to do: the loop re-checks the pause gate.
 	case kvmext.ExitShutdown:

@@ -125,8 +125,15 @@ type Config struct {
 	CPUs   int  `json:"cpus"`
 	// CPUModel is "host" or "baseline".
 	CPUModel string `json:"cpu,omitempty"`
-	// Personality is the hypervisor the guest detects: "kvm".
+	// Personality is the hypervisor the guest detects: "kvm" or "hyperv".
 	Personality string `json:"personality,omitempty"`
+	// HyperV picks the Hyper-V enlightenments (personality hyperv): a
+	// comma-separated list such as "time,vpindex,crash,frequencies,vp-assist";
+	// empty is that default set (see hyperv.ParseFeatures).
+	HyperV string `json:"hyperv,omitempty"`
+	// HyperVBackend is "auto" (empty: in-kernel when the host has it),
+	// "kernel" or "user".
+	HyperVBackend string `json:"hyperv_backend,omitempty"`
 	// HugePages backs guest RAM with hugetlbfs pages.
 	HugePages bool `json:"hugepages,omitempty"`
 	// OnReboot is "reboot" (default) or "exit".
@@ -136,6 +143,8 @@ type Config struct {
 	WakeAfter Duration `json:"wake_after,omitempty"`
 	// KVMDevice is the KVM device node, /dev/kvm by default.
 	KVMDevice string `json:"kvm_device,omitempty"`
+	// PCI is the PCI topology (pci.go).
+	PCI PCIConfig `json:"pci,omitzero"`
 }
 
 // DefaultConfig is a 1-vCPU, 256 MiB VM that boots the built-in guest.
@@ -197,6 +206,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if _, err := vcpu.ParsePersonality(c.Personality); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateHyperV(c); err != nil {
 		errs = append(errs, err)
 	}
 	if c.OnReboot != OnRebootReboot && c.OnReboot != OnRebootExit {

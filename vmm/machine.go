@@ -51,6 +51,9 @@ type machine struct {
 	rtc      *legacy.RTC
 	pm       *acpi.PM
 	postCode *legacy.POST
+	pci      *pciState // PCI hierarchy (pci.go)
+
+	hv *hypervState // Hyper-V personality (hyperv.go); nil for the others
 }
 
 // newMachine creates the KVM VM and everything in it, ready to run.
@@ -93,7 +96,10 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 	if err := m.addDevices(serialOut, power); err != nil {
 		return nil, err
 	}
-	tables, err := acpi.Build(acpi.Config{NumCPUs: cfg.CPUs, S3: true})
+	if err := m.addPCI(); err != nil {
+		return nil, err
+	}
+	tables, err := acpi.Build(acpi.Config{NumCPUs: cfg.CPUs, S3: true, PCI: true})
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
 	}
@@ -108,6 +114,9 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 		return nil, err
 	}
 	if err := m.createVCPUs(entry); err != nil {
+		return nil, err
+	}
+	if err := m.setupHyperV(vm); err != nil {
 		return nil, err
 	}
 	built = true
@@ -255,6 +264,14 @@ func (m *machine) MMIO(_ *vcpu.VCPU, addr uint64, data []byte, write bool) {
 	}
 }
 
+// ReadMSR and WriteMSR implement vcpu.MSRHandler: the MSR exits KVM hands
+// to user space, which only the Hyper-V personality asks for (hyperv.go).
+func (m *machine) ReadMSR(v *vcpu.VCPU, index uint32) (uint64, bool) { return m.hv.readMSR(v, index) }
+
+func (m *machine) WriteMSR(v *vcpu.VCPU, index uint32, value uint64) bool {
+	return m.hv.writeMSR(v, index, value)
+}
+
 // parkAll takes every vCPU out of KVM_RUN and waits until all are parked.
 func (m *machine) parkAll() {
 	for _, v := range m.vcpus {
@@ -263,10 +280,12 @@ func (m *machine) parkAll() {
 	for _, v := range m.vcpus {
 		v.WaitParked()
 	}
+	m.hypervPause()
 }
 
 // resumeAll lets parked vCPUs run again.
 func (m *machine) resumeAll() {
+	m.hypervResume()
 	for _, v := range m.vcpus {
 		v.Resume()
 	}
@@ -295,6 +314,7 @@ func (m *machine) close() {
 	if m.rtc != nil {
 		m.rtc.Close()
 	}
+	errs = append(errs, m.closePCI()) // its irqfds need the VM fd
 	if m.vmFd != 0 {
 		errs = append(errs, unix.Close(int(m.vmFd)))
 	}

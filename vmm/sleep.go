@@ -36,11 +36,21 @@ func (vm *VM) guestSuspend(m *machine) {
 	}
 	vm.state = StateSuspended
 	vm.suspendedAt = time.Now()
+	vm.suspends++
+	gen := vm.suspends
 	vm.mu.Unlock()
 	vm.log.Info("guest entered ACPI S3 (suspend to RAM)")
 	vm.events.publish(Event{Type: "state", State: StateSuspended, Detail: "guest entered ACPI S3"})
 	if d := time.Duration(vm.cfg.WakeAfter); d > 0 {
 		time.AfterFunc(d, func() {
+			// Only the sleep that armed the timer: a guest woken earlier
+			// by something else and asleep again starts its own count.
+			vm.mu.Lock()
+			same := vm.suspends == gen
+			vm.mu.Unlock()
+			if !same {
+				return
+			}
 			if err := vm.wake(acpi.WakeOther, "--wake-after timer"); err != nil {
 				vm.log.Debug("wake-after timer", "err", err)
 			}
@@ -137,7 +147,14 @@ const (
 	ioapicPins       = 24
 	ioapicMasked     = 1 << 16
 	picIMROff        = 2 // struct kvm_pic_state: last_irr, irr, imr, isr, ...
+
+	// An MSI to the LAPIC with delivery mode INIT (Intel SDM 10.11.2).
+	msiAddrBase = 0xFEE00000
+	msiDataINIT = 0x5 << 8
 )
+
+// msiAddr targets one APIC ID in physical destination mode.
+func msiAddr(apicID int) uint64 { return msiAddrBase | uint64(apicID)<<12 }
 
 // resetForWake puts the CPUs and interrupt controllers in the state firmware
 // hands to an OS waking vector. Every vCPU is parked.
@@ -161,23 +178,27 @@ func (m *machine) resetForWake(vector uint32) error {
 			return fmt.Errorf("KVM_SET_IRQCHIP %d: %w", chip, err)
 		}
 	}
+	// An INIT IPI to every vCPU is the CPU reset of a platform reset: KVM
+	// resets the whole vCPU (registers, MSRs it owns, the LAPIC, pending
+	// events) exactly as for a hardware INIT, and leaves the application
+	// processors in wait-for-SIPI, which is what Linux's resume expects
+	// (it restarts them with INIT/SIPI/SIPI). The boot vCPU is then pointed
+	// at the waking vector, as SeaBIOS's s3_resume does with a far jump.
 	for _, v := range m.vcpus {
-		if v.ID == 0 {
-			if err := v.SetupLAPIC(); err != nil {
-				return err
-			}
-			if err := v.SetRealMode(uint16(vector>>4), uint16(vector&0xF)); err != nil {
-				return err
-			}
-			if err := kvmext.SetMPState(v.FD(), kvmext.MPStateRunnable); err != nil {
-				return err
-			}
-			continue
+		if err := kvmext.SignalMSI(m.vmFd, msiAddr(v.ID), msiDataINIT); err != nil {
+			return fmt.Errorf("vcpu %d: INIT: %w", v.ID, err)
 		}
-		// Application processors wait for INIT/SIPI, as after reset.
-		if err := kvmext.SetMPState(v.FD(), kvmext.MPStateUninitialized); err != nil {
+		// KVM_GET_MP_STATE makes KVM accept the pending INIT now.
+		if _, err := kvmext.GetMPState(v.FD()); err != nil {
 			return fmt.Errorf("vcpu %d: %w", v.ID, err)
 		}
+	}
+	bsp := m.vcpus[0]
+	if err := bsp.SetupLAPIC(); err != nil {
+		return err
+	}
+	if err := bsp.SetRealMode(uint16(vector>>4), uint16(vector&0xF)); err != nil {
+		return err
 	}
 	return nil
 }

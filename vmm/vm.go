@@ -43,6 +43,7 @@ const (
 	StatusVMMError      = 1
 	StatusTripleFault   = 124
 	StatusInternalError = 125
+	StatusGuestCrashed  = 126 // the guest reported a crash (Hyper-V crash MSRs)
 	StatusStopped       = 130 // stopped by the host (Stop, context cancel)
 )
 
@@ -81,6 +82,7 @@ type VM struct {
 	started time.Time
 	// suspendedAt is when the guest last entered S3.
 	suspendedAt time.Time
+	suspends    uint64 // S3 entries, so a --wake-after timer knows its sleep
 	result      *Result
 	reboots     uint64
 	done        chan struct{}
@@ -273,6 +275,11 @@ func (vm *VM) eventForStop(err error) event {
 		return event{result: &Result{Status: StatusPowerOff, Reason: "guest powered off"}}
 	case vcpu.StopSystemReset:
 		return vm.resetEvent("KVM system reset event")
+	case vcpu.StopSystemCrash:
+		// KVM's own guest-crash report (an in-kernel Hyper-V crash MSR
+		// write on hosts that cannot route it to kvmm).
+		vm.events.publish(Event{Type: "guest-crashed", Detail: se.Error()})
+		return event{result: &Result{Status: StatusGuestCrashed, Reason: "guest crashed: " + se.Error()}}
 	case vcpu.StopTripleFault:
 		vm.log.Warn("guest triple fault", "detail", se.Detail)
 		if vm.cfg.OnReboot == OnRebootReboot {

@@ -7,17 +7,22 @@
 // no bus, no goroutines of its own. Exits are answered inline:
 //
 //   - OUT to 0xF4 (isa-debug-exit): exit with status (value << 1) | 1
-//   - OUT to 0x3F8-0x3FF (COM1) and to anything else, e.g. 0x80: ignored
+//   - OUT to 0x3F8 (COM1 THR): discarded, or with -serial written to
+//     standard output (one write per byte, as kvmm does)
+//   - OUT to 0x3F9-0x3FF and to anything else, e.g. 0x80: ignored
 //   - IN from 0x3FD (COM1 LSR): 0x60 (transmitter empty); other INs: 0xFF
 //   - MMIO writes: ignored; MMIO reads: all ones
-//   - HLT: the guest is idle; the process waits for a signal (the memory
-//     benchmark reads its RSS and kills it)
+//   - HLT: the guest is idle; the floor prints "kvmm-floor: guest halted" on its standard
+//     output and waits for a signal (the memory benchmark reads its RSS
+//     and kills it)
 //
 // With -ioeventfd-port P an eventfd is bound to 1-byte writes to port P
 // (KVM_IOEVENTFD), so those writes complete inside KVM without an exit to
 // user space: the floor of an ioeventfd-backed doorbell.
 //
-// Usage: kvmm-floor -kernel guest.elf [-mem 128M] [-cmdline "..."]
+// Usage: kvmm-floor -kernel guest.elf [-mem 128M] [-cmdline "..."] [-serial]
+//
+//	[-ioeventfd-port P]
 package main
 
 import (
@@ -43,8 +48,11 @@ import (
 // Ports and values of the guests' conventions (testdata/guests/lib.inc).
 const (
 	debugExitPort = layout.DebugExitPort
+	com1THR       = layout.COM1Port
 	com1LSR       = layout.COM1Port + 5
 	lsrTxEmpty    = 0x60 // THRE | TEMT
+	// haltedLine is printed when the guest halts (bench waits for it).
+	haltedLine = "kvmm-floor: guest halted"
 	// tssAddr is where KVM may put the TSS Intel VMX needs; the same
 	// address kvmm uses (top of the MMIO hole).
 	tssAddr = 0xFFFBD000
@@ -72,6 +80,7 @@ type options struct {
 	mem     uint64
 	cmdline string
 	ioePort int
+	serial  bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -81,11 +90,12 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.kernel, "kernel", "", "PVH ELF guest (required)")
 	fs.StringVar(&o.cmdline, "cmdline", "", "guest command line (hvm_start_info.cmdline)")
 	fs.IntVar(&o.ioePort, "ioeventfd-port", -1, "bind an eventfd to 1-byte writes to this I/O port")
+	fs.BoolVar(&o.serial, "serial", false, "write the guest's COM1 output to standard output instead of discarding it")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.kernel == "" || fs.NArg() != 0 {
-		return o, errors.New("usage: kvmm-floor -kernel guest.elf [-mem 128M] [-cmdline ...] [-ioeventfd-port P]")
+		return o, errors.New("usage: kvmm-floor -kernel guest.elf [-mem 128M] [-cmdline ...] [-serial] [-ioeventfd-port P]")
 	}
 	size, err := parseSize(*mem)
 	if err != nil {
@@ -183,7 +193,7 @@ func boot(o options) (int, error) {
 	if err := setPVHRegs(vcpuFd, entry); err != nil {
 		return statusVMMError, err
 	}
-	return loop(vcpuFd, runArea)
+	return loop(vcpuFd, runArea, o.serial)
 }
 
 // load places the kernel the way kvmm does (vmm/loader), without ACPI.
@@ -243,7 +253,7 @@ func setPVHRegs(vcpuFd uintptr, e loader.Entry) error {
 }
 
 // loop is the whole VMM: KVM_RUN and an inline answer to each exit.
-func loop(vcpuFd uintptr, r *kvmext.Run) (int, error) {
+func loop(vcpuFd uintptr, r *kvmext.Run, serial bool) (int, error) {
 	kvmRun := kvm.IIO(0x80) // KVM_RUN
 	for {
 		if _, err := kvm.Ioctl(vcpuFd, kvmRun, 0); err != nil {
@@ -266,6 +276,11 @@ func loop(vcpuFd uintptr, r *kvmext.Run) (int, error) {
 					}
 					return int(v<<1 | 1), nil
 				}
+				if serial && port == com1THR {
+					if _, err := os.Stdout.Write(data[:1]); err != nil {
+						return statusVMMError, fmt.Errorf("serial output: %w", err)
+					}
+				}
 				continue
 			}
 			for i := range data {
@@ -284,6 +299,9 @@ func loop(vcpuFd uintptr, r *kvmext.Run) (int, error) {
 			}
 		case kvmext.ExitHLT:
 			// An idle guest with interrupts off: nothing will wake it.
+			if _, err := os.Stdout.WriteString(haltedLine + "\n"); err != nil {
+				return statusVMMError, fmt.Errorf("reporting the halt: %w", err)
+			}
 			for {
 				unix.Pause()
 			}

@@ -387,3 +387,262 @@ func TestPowerButtonQEMU(t *testing.T) {
 		t.Errorf("guest reported a failure\n%s", report())
 	}
 }
+
+// TestS3QEMU runs s3 under QEMU, its oracle, on the pc machine (PIIX4 PM,
+// \_S3_ = {1, ...} in QEMU's DSDT unless PIIX4_PM.disable_s3=1; the global
+// exists in QEMU 7.2 and defaults to 0, it is set explicitly here). The
+// guest suspends like Linux (FACS waking vector, SLP_TYP|SLP_EN); QEMU
+// pauses the VM ("info status": suspended) and sets CMOS 0x0F = 0xFE; on a
+// wake it resets the machine, sets PM1_STS (WAK_STS|PWRBTN_STS for
+// system_wakeup, WAK_STS|RTC_STS for the RTC alarm) and SeaBIOS jumps to the
+// vector in real mode at CS = vector >> 4, IP = vector & 0xF.
+//
+// Each case waits for "s3: entering S3 (cycle N)", polls the monitor until
+// the VM is suspended (a system_wakeup sent earlier is refused: "guest is
+// not in suspended state"), then sends system_wakeup, or, with s3.rtc,
+// lets the guest's CMOS alarm wake it. Measured here (pc, emulated
+// firmware): boot to the first suspend ~3-6 s, suspend ~10 ms after the
+// line, resume line ~10 ms after system_wakeup (SeaBIOS's resume path is
+// short), the RTC wake 1-2 s after the suspend (the alarm is 2 s ahead in
+// whole seconds).
+func TestS3QEMU(t *testing.T) {
+	requireQEMU(t)
+	t.Parallel()
+	path := BuildT(t, "s3")
+	for _, tc := range []struct {
+		name, cmdline string
+		cycles        int
+		rtc           bool // the RTC alarm wakes it, not system_wakeup
+	}{
+		{"host-wake", "", 1, false},
+		{"host-wake-2-cycles", "s3.cycles=2", 2, false},
+		{"rtc-wake", "s3.rtc", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runS3QEMU(t, path, tc.cmdline, tc.cycles, tc.rtc)
+		})
+	}
+	// Without \_S3_ in the DSDT the guest must refuse to suspend.
+	t.Run("s3-disabled", func(t *testing.T) {
+		t.Parallel()
+		res := runQEMU(t, firmwareTimeout, path, "pc", 1, "-global", "PIIX4_PM.disable_s3=1")
+		expectVerdict(t, res, "s3", false)
+		expectLines(t, res, "FAIL s3: no \\_S3_\n")
+	})
+}
+
+// s3WakeTimeout bounds each wait for a suspend or a wake within a case.
+const s3WakeTimeout = 30 * time.Second
+
+func runS3QEMU(t *testing.T, path, cmdline string, cycles int, rtc bool) {
+	t.Helper()
+	monitor := filepath.Join(t.TempDir(), "monitor.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), firmwareTimeout)
+	defer cancel()
+	extra := []string{"-global", "PIIX4_PM.disable_s3=0",
+		"-monitor", "unix:" + monitor + ",server=on,wait=off"}
+	if cmdline != "" {
+		extra = append(extra, "-append", cmdline)
+	}
+	args := QEMUArgs(path, "pc", 1, extra...)
+	cmd := exec.CommandContext(ctx, QEMUBinary, args...)
+	serial, qemuLog := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = serial, qemuLog
+	cmd.WaitDelay = killWait
+	t.Logf("%s %s", QEMUBinary, strings.Join(args, " "))
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", QEMUBinary, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	done := false
+	// On any failure: stop QEMU, then show everything.
+	fatal := func(format string, args ...any) {
+		t.Helper()
+		if !done {
+			cancel()
+			waitErr = <-exited
+		}
+		t.Fatalf("%s (after %v)\nserial:\n%s\nqemu log:\n%s", fmt.Sprintf(format, args...),
+			time.Since(start).Round(time.Millisecond), serial.String(), qemuLog.String())
+	}
+	// waitSerial polls the serial output for s until the deadline or exit.
+	waitSerial := func(s string, limit time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for !strings.Contains(serial.String(), s) {
+			select {
+			case waitErr = <-exited:
+				done = true
+				fatal("QEMU exited (%v) before the serial output had %q", waitErr, s)
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				fatal("no %q on the serial output within %v", s, limit)
+			}
+		}
+	}
+
+	var mon *s3Monitor
+	var timings []string
+	for n := 1; n <= cycles; n++ {
+		limit := s3WakeTimeout
+		if n == 1 {
+			limit = firmwareTimeout / 2 // the boot through SeaBIOS
+		}
+		entering := fmt.Sprintf("s3: entering S3 (cycle %d)\n", n)
+		waitSerial(entering, limit)
+		tEnter := time.Now()
+		if mon == nil {
+			m, err := dialS3Monitor(monitor)
+			if err != nil {
+				fatal("QEMU monitor: %v", err)
+			}
+			mon = m
+			defer mon.conn.Close()
+		}
+		// Suspended? (The line is printed before the SLP_EN write.)
+		for {
+			out, err := mon.command("info status")
+			if err != nil {
+				fatal("QEMU monitor: info status: %v", err)
+			}
+			if strings.Contains(out, "suspended") {
+				break
+			}
+			if time.Since(tEnter) > s3WakeTimeout {
+				fatal("cycle %d: not suspended %v after %q (info status: %q)", n, s3WakeTimeout, entering, out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		tSuspended := time.Now()
+		if !rtc {
+			out, err := mon.command("system_wakeup")
+			if err != nil {
+				fatal("QEMU monitor: system_wakeup: %v", err)
+			}
+			if strings.Contains(out, "rror") || strings.Contains(out, "Unable") {
+				fatal("system_wakeup refused: %q", out)
+			}
+		}
+		// The n-th resume line.
+		deadline := time.Now().Add(s3WakeTimeout)
+		for strings.Count(serial.String(), "s3: resumed in real mode") < n {
+			if time.Now().After(deadline) {
+				fatal("cycle %d: no resume within %v of the suspend (rtc=%v)", n, s3WakeTimeout, rtc)
+			}
+			select {
+			case waitErr = <-exited:
+				done = true
+				fatal("QEMU exited (%v) during cycle %d", waitErr, n)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		timings = append(timings, fmt.Sprintf("cycle %d: line at %v, suspended +%v, resumed +%v",
+			n, tEnter.Sub(start).Round(time.Millisecond), tSuspended.Sub(tEnter).Round(time.Millisecond),
+			time.Since(tSuspended).Round(time.Millisecond)))
+	}
+	select {
+	case waitErr = <-exited:
+		done = true
+	case <-time.After(s3WakeTimeout):
+		fatal("QEMU still running %v after the last resume", s3WakeTimeout)
+	}
+	t.Logf("%s; exit after %v; serial:\n%s", strings.Join(timings, "; "),
+		time.Since(start).Round(time.Millisecond), serial.String())
+
+	res := QEMUResult{Serial: serial.String(), Log: qemuLog.String(), ExitStatus: -1}
+	if waitErr == nil {
+		res.ExitStatus = 0
+	} else if exitErr, ok := waitErr.(*exec.ExitError); ok && exitErr.Exited() {
+		res.ExitStatus = exitErr.ExitCode()
+	}
+	expectVerdict(t, res, "s3", true)
+	resumed := 0
+	for _, l := range res.Lines() {
+		i := strings.Index(l, "s3: resumed in real mode at ")
+		if i < 0 {
+			continue
+		}
+		resumed++
+		var cs, ip, sts uint
+		if _, err := fmt.Sscanf(l[i:], "s3: resumed in real mode at CS:IP=%4x:%4x, PM1_STS=0x%4x", &cs, &ip, &sts); err != nil {
+			t.Errorf("cannot parse %q: %v", l, err)
+			continue
+		}
+		// SeaBIOS: FLATPTR_TO_SEGOFF(vector), vector 0x3000.
+		if cs != 0x300 || ip != 0 {
+			t.Errorf("%q: want CS:IP=0300:0000 (SeaBIOS's split of the vector 0x3000)", l)
+		}
+		reason, name := uint(1<<8), "PWRBTN_STS"
+		if rtc {
+			reason, name = 1<<10, "RTC_STS"
+		}
+		if sts&(1<<15) == 0 || sts&reason == 0 {
+			t.Errorf("%q: want WAK_STS|%s", l, name)
+		}
+	}
+	if resumed != cycles {
+		t.Errorf("%d resume lines, want %d", resumed, cycles)
+	}
+	for n := 1; n <= cycles; n++ {
+		expectLines(t, res, fmt.Sprintf("s3: cycle %d done\n", n))
+	}
+	if rtc {
+		expectLines(t, res, "rtc: now ")
+	}
+	if strings.Contains(res.Serial, "FAIL ") {
+		t.Errorf("guest reported a failure")
+	}
+}
+
+// s3Monitor is a connection to QEMU's human monitor (HMP).
+type s3Monitor struct {
+	conn net.Conn
+	buf  []byte
+}
+
+func dialS3Monitor(path string) (*s3Monitor, error) {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	m := &s3Monitor{conn: conn}
+	if _, err := m.prompt(); err != nil { // the banner
+		conn.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// command sends one HMP command and returns its output up to the next
+// prompt (with the monitor's echo and terminal escapes).
+func (m *s3Monitor) command(c string) (string, error) {
+	if _, err := io.WriteString(m.conn, c+"\n"); err != nil {
+		return "", err
+	}
+	return m.prompt()
+}
+
+func (m *s3Monitor) prompt() (string, error) {
+	const prompt = "(qemu) "
+	if err := m.conn.SetReadDeadline(time.Now().Add(s3WakeTimeout)); err != nil {
+		return "", err
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if i := bytes.Index(m.buf, []byte(prompt)); i >= 0 {
+			out := string(m.buf[:i])
+			m.buf = m.buf[i+len(prompt):]
+			return out, nil
+		}
+		n, err := m.conn.Read(chunk)
+		m.buf = append(m.buf, chunk[:n]...)
+		if err != nil {
+			return string(m.buf), err
+		}
+	}
+}
