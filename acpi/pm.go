@@ -178,6 +178,10 @@ func (p *PM) Wake(reason WakeReason) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sts |= PM1StsWak
+	// The platform reset of a wake leaves SLP_TYP cleared, as QEMU's PIIX4
+	// does; Linux clears it too (acpi_leave_sleep_state_prep), but firmware
+	// hands over a clean register.
+	p.cnt &^= PM1CntSlpTypMask
 	switch reason {
 	case WakeOther:
 		p.sts |= PM1StsPwrBtn

@@ -328,9 +328,13 @@ func TestWake(t *testing.T) {
 		{WakeRTC, PM1StsWak | PM1StsRTC},
 	} {
 		r := newRig(t)
+		r.write(PM1CntOffset, 2, SlpTypS3<<PM1CntSlpTypShift) // SLP_TYP without SLP_EN
 		r.Wake(c.reason)
 		if got := r.Status(); got != c.want {
 			t.Errorf("Wake(%v): Status %#x, want %#x", c.reason, got, c.want)
+		}
+		if cnt := r.read(PM1CntOffset, 2); cnt&PM1CntSlpTypMask != 0 {
+			t.Errorf("Wake(%v): PM1_CNT %#x still has SLP_TYP after the wake reset", c.reason, cnt)
 		}
 	}
 }

@@ -51,15 +51,23 @@ func New(size uint64, opts Options) (*Guest, error) {
 	if size < layout.MiB || size%layout.PageSize != 0 {
 		return nil, fmt.Errorf("guest memory size %d: must be at least 1 MiB and a multiple of 4 KiB", size)
 	}
+	// Plain RAM is overcommitted (MAP_NORESERVE): the guest touches what it
+	// uses. Huge pages must be reserved up front instead: a hugetlb mapping
+	// with MAP_NORESERVE succeeds and then kills the process with SIGBUS on
+	// the first touch when the pool is empty.
 	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_NORESERVE
 	if opts.HugePages {
 		if size%(2*layout.MiB) != 0 {
 			return nil, fmt.Errorf("guest memory size %d: must be a multiple of 2 MiB with huge pages", size)
 		}
-		flags |= unix.MAP_HUGETLB
+		flags = unix.MAP_PRIVATE | unix.MAP_ANONYMOUS | unix.MAP_HUGETLB
 	}
 	mapping, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
+		if opts.HugePages {
+			return nil, fmt.Errorf("mmap %d bytes of guest memory in 2 MiB huge pages: %w "+
+				"(reserve %d pages: echo %d > /proc/sys/vm/nr_hugepages)", size, err, size/(2*layout.MiB), size/(2*layout.MiB))
+		}
 		return nil, fmt.Errorf("mmap %d bytes of guest memory: %w", size, err)
 	}
 	g := &Guest{mapping: mapping}

@@ -97,8 +97,9 @@ type Capability struct {
 	Writable []byte
 	// Read, when set, runs before a guest read of [off, off+size) inside
 	// the capability and may update cap, the live bytes (off counts from
-	// the ID byte). Write runs after a guest write there has been applied
-	// through Writable. Both run with the function's lock held: they may
+	// the ID byte; bytes 0 and 1 must stay as they are). Write runs after
+	// a guest write there has been applied through Writable. Both run with
+	// the function's lock held: they may
 	// call the lock-free methods (Command, BusMaster, SetINTx, MSIX.Notify)
 	// and the device's own code, never Read/Write of this Config.
 	Read  func(cap []byte, off, size int)
