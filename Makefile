@@ -10,7 +10,7 @@ GUEST_DIR   := build/guest
 all: build
 
 build:
-	$(GO) build -o $(BIN) .
+	CGO_ENABLED=0 $(GO) build -o $(BIN) .
 
 # Boot the built-in self-test guest: it reports over the serial port what it
 # finds and powers off; kvmm's exit status is the verdict.

@@ -26,7 +26,7 @@ func buildDSDT(cfg Config) ([]byte, error) {
 
 	sb := []Term{com1()}
 	if cfg.PCI {
-		sb = append(sb, pci0(cfg.PCIBuses), motherboardResources(cfg.PCIBuses))
+		sb = append(sb, pci0(cfg), motherboardResources(cfg.PCIBuses))
 	}
 	terms = append(terms, Scope(`\_SB`, sb...))
 
@@ -47,24 +47,52 @@ func sleepPackage(name string, typ uint64) Term {
 	return Name(name, Package(Integer(typ), Integer(typ), Integer(0), Integer(0)))
 }
 
+// PRTRoute is one PCI0._PRT entry: INTx pin (0 = INTA) of a bus-0 slot
+// wired to a global system interrupt of the IOAPIC.
+type PRTRoute struct {
+	Slot, Pin uint8
+	GSI       uint32
+}
+
+// Window is an inclusive guest-physical address range.
+type Window struct {
+	Start, End uint64
+}
+
 // pci0 is the PCI Express host bridge of segment 0: it forwards all I/O
 // ports except the CF8 configuration ports it consumes itself, the 32-bit
-// MMIO window, and buses 0..buses-1.
-func pci0(buses int) Term {
-	return Device("PCI0",
+// MMIO window, the 64-bit window if any, and buses 0..PCIBuses-1; its _PRT
+// routes bus 0's INTx pins (behind a bridge, the OS applies the standard
+// swizzle to reach a bus-0 entry).
+func pci0(cfg Config) Term {
+	crs := []Resource{
+		WordBusNumber(0, uint16(cfg.PCIBuses-1)),
+		IO(pciConfigPort, pciConfigPort, 1, pciConfigPortLen),
+		WordIO(0x0000, pciConfigPort-1),
+		WordIO(0x0D00, 0xFFFF),
+		DWordMemory(layout.PCIMMIO32Start, layout.PCIMMIO32End, NonCacheable),
+	}
+	if w := cfg.PCIMMIO64; w != nil {
+		crs = append(crs, QWordMemory(w.Start, w.End, Cacheable))
+	}
+	terms := []Term{
 		Name("_HID", EisaID("PNP0A08")),
 		Name("_CID", EisaID("PNP0A03")),
 		Name("_UID", Integer(0)),
 		Name("_SEG", Integer(0)),
 		Name("_BBN", Integer(0)),
-		Name("_CRS", ResourceTemplate(
-			WordBusNumber(0, uint16(buses-1)),
-			IO(pciConfigPort, pciConfigPort, 1, pciConfigPortLen),
-			WordIO(0x0000, pciConfigPort-1),
-			WordIO(0x0D00, 0xFFFF),
-			DWordMemory(layout.PCIMMIO32Start, layout.PCIMMIO32End, NonCacheable),
-		)),
-	)
+		Name("_CRS", ResourceTemplate(crs...)),
+	}
+	if len(cfg.PRT) > 0 {
+		entries := make([]Term, 0, len(cfg.PRT))
+		for _, r := range cfg.PRT {
+			// Package{Address (slot << 16 | 0xFFFF: any function), Pin,
+			// Source (0: a GSI, not a link device), Source Index (the GSI)}.
+			entries = append(entries, Package(Integer(uint64(r.Slot)<<16|0xFFFF), Integer(uint64(r.Pin)), Integer(0), Integer(uint64(r.GSI))))
+		}
+		terms = append(terms, Name("_PRT", Package(entries...)))
+	}
+	return Device("PCI0", terms...)
 }
 
 // motherboardResources reserves the ECAM window as a PNP0C02 resource.

@@ -97,8 +97,8 @@ func readDSL(t *testing.T, dir, dat string) string {
 // one run, and checks the disassembly says what the tables should say.
 func TestIASLDisassemble(t *testing.T) {
 	iaslPath(t)
-	for _, cfg := range []Config{{NumCPUs: 1}, {NumCPUs: 4, PCI: true, S3: true}} {
-		t.Run(fmt.Sprintf("%+v", cfg), func(t *testing.T) {
+	for _, cfg := range []Config{{NumCPUs: 1}, {NumCPUs: 4, PCI: true, S3: true}, prtConfig()} {
+		t.Run(fmt.Sprintf("cpus=%d,pci=%v,s3=%v,prt=%d", cfg.NumCPUs, cfg.PCI, cfg.S3, len(cfg.PRT)), func(t *testing.T) {
 			tb := mustBuild(t, cfg)
 			dir := t.TempDir()
 			files := writeTables(t, dir, tb, iaslTables)
@@ -133,6 +133,14 @@ func TestIASLDisassemble(t *testing.T) {
 			if got := strings.Count(apic, "[Processor Local APIC]"); got != cfg.NumCPUs {
 				t.Errorf("MADT disassembly: %d local APICs, want %d", got, cfg.NumCPUs)
 			}
+			if len(cfg.PRT) > 0 {
+				if got := strings.Count(dsdt, "0x001FFFFF"); got != 4 {
+					t.Errorf("DSDT disassembly: %d _PRT entries for slot 31, want 4", got)
+				}
+				if !strings.Contains(dsdt, "_PRT") || !strings.Contains(dsdt, "QWordMemory") {
+					t.Error("DSDT disassembly lacks _PRT or the 64-bit window")
+				}
+			}
 			readDSL(t, dir, "xsdt.dat")
 			readDSL(t, dir, "facs.dat")
 
@@ -148,8 +156,8 @@ func TestIASLDisassemble(t *testing.T) {
 // optimisation: iasl must accept it silently and produce our AML exactly.
 func TestIASLRoundTripDSDT(t *testing.T) {
 	iaslPath(t)
-	for _, cfg := range []Config{{NumCPUs: 1}, {NumCPUs: 2, PCI: true, PCIBuses: 16, S3: true}} {
-		t.Run(fmt.Sprintf("%+v", cfg), func(t *testing.T) {
+	for _, cfg := range []Config{{NumCPUs: 1}, {NumCPUs: 2, PCI: true, PCIBuses: 16, S3: true}, prtConfig()} {
+		t.Run(fmt.Sprintf("cpus=%d,pci=%v,buses=%d,prt=%d", cfg.NumCPUs, cfg.PCI, cfg.PCIBuses, len(cfg.PRT)), func(t *testing.T) {
 			tb := mustBuild(t, cfg)
 			dir := t.TempDir()
 			writeTables(t, dir, tb, []string{"DSDT"})
@@ -197,4 +205,16 @@ func TestIASLRSDP(t *testing.T) {
 	if !bytes.Equal(got, rsdp) {
 		t.Errorf("RSDP differs from iasl's:\n iasl % X\n ours % X", got, rsdp)
 	}
+}
+
+// prtConfig is a PCI config with the INTx routing and 64-bit window the VMM
+// passes: 32 slots x 4 pins, GSI 16 + (slot + pin) % 8.
+func prtConfig() Config {
+	cfg := Config{NumCPUs: 2, PCI: true, S3: true, PCIMMIO64: &Window{Start: 64 << 30, End: 128<<30 - 1}}
+	for slot := uint8(0); slot < 32; slot++ {
+		for pin := uint8(0); pin < 4; pin++ {
+			cfg.PRT = append(cfg.PRT, PRTRoute{Slot: slot, Pin: pin, GSI: 16 + uint32(slot+pin)%8})
+		}
+	}
+	return cfg
 }

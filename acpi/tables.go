@@ -41,7 +41,12 @@ type Config struct {
 	NumCPUs  int  // 1..255
 	PCI      bool // add PCI0 + MCFG
 	PCIBuses int  // number of buses covered by ECAM/_CRS (1..256), default 256 when 0
-	S3       bool // advertise \_S3_
+	// PRT is the INTx routing of bus 0 (PCI0._PRT): without it Linux finds
+	// no interrupt for a function that does not use MSI-X.
+	PRT []PRTRoute
+	// PCIMMIO64 is the 64-bit BAR window PCI0 forwards (nil: none).
+	PCIMMIO64 *Window
+	S3        bool // advertise \_S3_
 }
 
 // Tables is the built image ready to copy into guest RAM at Base.
@@ -67,6 +72,17 @@ func (cfg Config) validate() (Config, error) {
 	}
 	if uint64(cfg.PCIBuses)*ecamBusLen > layout.ECAMSize {
 		return cfg, fmt.Errorf("PCIBuses %d: ECAM window holds %d buses: %w", cfg.PCIBuses, layout.ECAMSize/ecamBusLen, ErrInvalidConfig)
+	}
+	if len(cfg.PRT) > 255 {
+		return cfg, fmt.Errorf("PRT of %d entries: at most 255: %w", len(cfg.PRT), ErrInvalidConfig)
+	}
+	for _, r := range cfg.PRT {
+		if r.Slot > 31 || r.Pin > 3 {
+			return cfg, fmt.Errorf("PRT entry slot %d pin %d: slot must be 0..31, pin 0..3: %w", r.Slot, r.Pin, ErrInvalidConfig)
+		}
+	}
+	if w := cfg.PCIMMIO64; w != nil && (w.End <= w.Start || w.Start < 1<<32) {
+		return cfg, fmt.Errorf("64-bit PCI window [%#x, %#x]: must be a non-empty range above 4 GiB: %w", w.Start, w.End, ErrInvalidConfig)
 	}
 	return cfg, nil
 }

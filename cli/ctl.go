@@ -107,8 +107,9 @@ func newCtlCmd(g *globals) *cobra.Command {
 // variables, one set per command tree.
 func ctlSubcommands() []ctlSpec {
 	var (
-		top   int
-		until string
+		top      int
+		until    string
+		extended bool
 	)
 	return []ctlSpec{
 		{use: "status", short: "Show the VM's state, uptime, vCPUs and memory", run: ctlStatus},
@@ -124,6 +125,22 @@ func ctlSubcommands() []ctlSpec {
 				"when the VM has stopped.",
 			args: ctlOneOf(string(api.PowerButton), string(api.PowerReset), string(api.PowerShutdown)),
 			run:  ctlPower,
+		},
+		{
+			use:   "pci",
+			short: "Dump every PCI function's configuration space (lspci -x format)",
+			long: "Print the configuration spaces in the text format of `lspci -x`, so that\n" +
+				"`kvmm ctl pci > dump; lspci -F dump -vvv` decodes them on the host.",
+			flags: func(fs *pflag.FlagSet) {
+				fs.BoolVarP(&extended, "extended", "x", false, "4 KiB per function, as lspci -xxxx")
+			},
+			run: func(ctx context.Context, x *ctlRun, _ []string) error {
+				dump, err := x.client.PCIDump(ctx, extended)
+				if err != nil {
+					return err
+				}
+				return x.show(map[string]string{"dump": dump}, func(w io.Writer) { fmt.Fprint(w, dump) })
+			},
 		},
 		{
 			use:   "metrics",

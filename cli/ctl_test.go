@@ -95,6 +95,20 @@ func TestCtlPauseResume(t *testing.T) {
 	}
 }
 
+func TestCtlWakeAndPCI(t *testing.T) {
+	vm, sock := serveFake(t)
+	vm.Suspend()
+	if out := ctl(t, sock, "wake"); out != "running (took 200µs)\n" {
+		t.Errorf("wake printed %q", out)
+	}
+	if out := ctl(t, sock, "pci"); out != apitest.PCIDumpText {
+		t.Errorf("pci printed %q", out)
+	}
+	if out := ctl(t, sock, "pci", "-x"); out != apitest.PCIDumpText {
+		t.Errorf("pci -x printed %q", out)
+	}
+}
+
 func TestCtlPower(t *testing.T) {
 	vm, sock := serveFake(t)
 	if out := ctl(t, sock, "power", "button"); out != "power button pressed (VM is running)\n" {

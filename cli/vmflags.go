@@ -26,6 +26,7 @@ type vmFlags struct {
 	onReboot   string
 	kvmDevice  string
 	wakeAfter  time.Duration
+	pciBridges int
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet) {
@@ -43,6 +44,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.hugepages, "hugepages", false, "back guest memory with 2M huge pages")
 	fs.StringVar(&f.onReboot, "on-reboot", d.OnReboot, "what a guest reset does: reboot or exit")
 	fs.StringVar(&f.kvmDevice, "kvm-device", d.KVMDevice, "KVM device node")
+	fs.IntVar(&f.pciBridges, "pci-bridges", 0, "PCI-to-PCI bridges on bus 0, each with a secondary bus (buses 1..N)")
 	fs.DurationVar(&f.wakeAfter, "wake-after", 0, "wake a guest that suspended to RAM (ACPI S3) after this long, e.g. 5s")
 }
 
@@ -85,6 +87,7 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("on-reboot", func() error { cfg.OnReboot = f.onReboot; return nil }),
 		set("kvm-device", func() error { cfg.KVMDevice = f.kvmDevice; return nil }),
 		set("wake-after", func() error { cfg.WakeAfter = vmm.Duration(f.wakeAfter); return nil }),
+		set("pci-bridges", func() error { cfg.PCI.Bridges = f.pciBridges; return nil }),
 	}
 	for _, err := range errs {
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -187,4 +188,62 @@ func (g *Guest) WriteU64(gpa uint64, v uint64) error {
 	}
 	binary.LittleEndian.PutUint64(s, v)
 	return nil
+}
+
+// Discard gives the host memory backing [gpa, gpa+n) back to the host
+// kernel: the balloon's reclaim. gpa and n must be multiples of 4 KiB (of
+// 2 MiB with huge pages, or madvise refuses) and the range must lie in one
+// region. The range reads as zero afterwards and is backed again, by fresh
+// zeroed pages, when the guest next touches it.
+//
+// MADV_DONTNEED and not MADV_FREE: FREE only lets the kernel take the pages
+// when it runs short, so the process's RSS would not drop and the host
+// could not count on the memory. MADV_REMOVE is for shared mappings; guest
+// RAM is private and anonymous, where DONTNEED already frees the pages.
+// KVM's MMU notifier drops the guest mappings of the range with them.
+func (g *Guest) Discard(gpa, n uint64) error {
+	if gpa%layout.PageSize != 0 || n%layout.PageSize != 0 {
+		return fmt.Errorf("discard [%#x, +%#x): not a whole number of 4 KiB pages", gpa, n)
+	}
+	if n == 0 {
+		return nil
+	}
+	s, err := g.Slice(gpa, n)
+	if err != nil {
+		return fmt.Errorf("discard: %w", err)
+	}
+	if err := unix.Madvise(s, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("discard [%#x, +%#x): madvise(MADV_DONTNEED): %w", gpa, n, err)
+	}
+	return nil
+}
+
+// Resident reports how many bytes of [gpa, gpa+n) are backed by host memory
+// right now (mincore), so that a test or a benchmark can check what
+// Discard gave back without trusting a counter. gpa must be 4 KiB aligned
+// and the range must lie in one region.
+func (g *Guest) Resident(gpa, n uint64) (uint64, error) {
+	if gpa%layout.PageSize != 0 {
+		return 0, fmt.Errorf("resident [%#x, +%#x): not 4 KiB aligned", gpa, n)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	s, err := g.Slice(gpa, n)
+	if err != nil {
+		return 0, fmt.Errorf("resident: %w", err)
+	}
+	vec := make([]byte, (n+layout.PageSize-1)/layout.PageSize)
+	// x/sys/unix has no Mincore wrapper. The host range is page aligned:
+	// regions start on page boundaries of the mmap'd mapping.
+	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&s[0])), uintptr(len(s)),
+		uintptr(unsafe.Pointer(&vec[0])))
+	if errno != 0 {
+		return 0, fmt.Errorf("resident [%#x, +%#x): mincore: %w", gpa, n, errno)
+	}
+	var pages uint64
+	for _, b := range vec {
+		pages += uint64(b & 1)
+	}
+	return min(pages*layout.PageSize, n), nil
 }

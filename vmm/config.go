@@ -232,6 +232,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %s: not a regular file", f.what, f.path))
 		}
 	}
+	if err := c.PCI.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.WakeAfter < 0 {
 		errs = append(errs, fmt.Errorf("wake-after %s: must not be negative", time.Duration(c.WakeAfter)))
 	}

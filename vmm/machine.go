@@ -99,7 +99,7 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 	if err := m.addPCI(); err != nil {
 		return nil, err
 	}
-	tables, err := acpi.Build(acpi.Config{NumCPUs: cfg.CPUs, S3: true, PCI: true})
+	tables, err := acpi.Build(m.acpiConfig())
 	if err != nil {
 		return nil, fmt.Errorf("ACPI tables: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/kvmm/kvmm/acpi"
 	"github.com/kvmm/kvmm/devices/pci"
 	"github.com/kvmm/kvmm/kvmext"
 	"github.com/kvmm/kvmm/layout"
@@ -61,6 +62,18 @@ func pciMMIO64Window(memSize uint64) pci.Range {
 	}
 	start := max(uint64(pciMMIO64MinStart), (ramEnd+pciMMIO64Align-1)&^uint64(pciMMIO64Align-1))
 	return pci.Range{Start: start, End: start + pciMMIO64Size - 1}
+}
+
+// acpiConfig describes the machine to the ACPI table builder: vCPUs, S3,
+// and the PCI host bridge with its INTx routing and 64-bit window.
+func (m *machine) acpiConfig() acpi.Config {
+	var prt []acpi.PRTRoute
+	for _, e := range pci.PRT() {
+		prt = append(prt, acpi.PRTRoute{Slot: e.Slot, Pin: e.Pin, GSI: e.GSI})
+	}
+	w := pciMMIO64Window(uint64(m.cfg.Memory))
+	return acpi.Config{NumCPUs: m.cfg.CPUs, S3: true, PCI: true, PRT: prt,
+		PCIMMIO64: &acpi.Window{Start: w.Start, End: w.End}}
 }
 
 // pciState is the machine's PCI hierarchy.
@@ -134,6 +147,19 @@ func (m *machine) closePCI() error {
 
 // pciDump writes the PCI configuration space of every function in the
 // `lspci -x` format (`lspci -xxxx` with extended), for `kvmm ctl pci`.
+// PCIDump writes every PCI function's configuration space in the text
+// format of `lspci -x` (extended: `lspci -xxxx`, 4 KiB per function), which
+// the host's `lspci -F FILE -vvv` decodes.
+func (vm *VM) PCIDump(w io.Writer, extended bool) error {
+	vm.mu.Lock()
+	m, state := vm.m, vm.state
+	vm.mu.Unlock()
+	if state == StateStopped {
+		return fmt.Errorf("pci dump: %w: VM is stopped", ErrState)
+	}
+	return m.pciDump(w, extended)
+}
+
 func (m *machine) pciDump(w io.Writer, extended bool) error {
 	if m.pci == nil {
 		return errors.New("the VM has no PCI bus")

@@ -18,20 +18,20 @@ import (
 	"github.com/kvmm/kvmm/layout"
 )
 
-// testRegs is a BAR region for the test function: reads return a
+// pciTestRegs is a BAR region for the test function: reads return a
 // pattern, writes are counted.
-type testRegs struct {
+type pciTestRegs struct {
 	mu     sync.Mutex
 	writes int
 }
 
-func (r *testRegs) Read(_ uint64, data []byte) {
+func (r *pciTestRegs) Read(_ uint64, data []byte) {
 	for i := range data {
 		data[i] = 0x5A
 	}
 }
 
-func (r *testRegs) Write(uint64, []byte) {
+func (r *pciTestRegs) Write(uint64, []byte) {
 	r.mu.Lock()
 	r.writes++
 	r.mu.Unlock()
@@ -47,7 +47,7 @@ func newTestPCIFunction(root *pci.Root) (*pci.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	regs := &testRegs{}
+	regs := &pciTestRegs{}
 	for _, b := range []struct {
 		i   int
 		bar pci.BAR
@@ -154,11 +154,11 @@ func TestPCIScanGuest(t *testing.T) {
 		"bridge 00:01.0 buses 00->01..01\n",
 		"  io window 0x000000000000c000-0x000000000000cfff\n",
 		"  mem window 0x00000000c0000000-0x00000000c00fffff\n",
-		"  pref window "+hex64(mmio64)+"-"+hex64(mmio64+0xFFFFF)+"\n",
+		"  pref window "+pciHex64(mmio64)+"-"+pciHex64(mmio64+0xFFFFF)+"\n",
 		"pci 01:00.0 1af4:107f class 00ff00 type 00\n",
 		"  bar0 mem32 0x00000000c0000000 size 0x0000000000001000\n",
 		"  bar1 mem32 0x00000000c0001000 size 0x0000000000001000\n",
-		"  bar2 mem64 pref "+hex64(mmio64)+" size 0x0000000000004000\n",
+		"  bar2 mem64 pref "+pciHex64(mmio64)+" size 0x0000000000004000\n",
 		"  bar4 io 0x000000000000c000 size 0x0000000000000020\n",
 		"  BARs inside the windows of the bridge to bus 01\n",
 		"pciscan: 3 functions on 2 buses, ",
@@ -208,7 +208,7 @@ func TestPCIScanGuest(t *testing.T) {
 	}
 }
 
-func hex64(v uint64) string {
+func pciHex64(v uint64) string {
 	const digits = "0123456789abcdef"
 	b := []byte("0x0000000000000000")
 	for i := 17; i >= 2; i-- {

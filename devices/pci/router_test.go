@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bobuhiro11/gokvm/kvm"
 	"golang.org/x/sys/unix"
@@ -183,6 +184,100 @@ func TestKVMRouterRealVM(t *testing.T) {
 	}
 	if gsis.InUse() != 0 {
 		t.Errorf("GSIs leaked: %d", gsis.InUse())
+	}
+}
+
+// TestKVMRouterDeliversToLAPIC follows MSI-X vectors all the way into a
+// real vCPU's local APIC: Notify on an unmasked vector sets the vector's
+// IRR bit, a masked one does not until it is unmasked, and a write to the
+// vector's eventfd (what vhost does) is delivered like Notify.
+func TestKVMRouterDeliversToLAPIC(t *testing.T) {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no usable /dev/kvm: %v", err)
+	}
+	defer f.Close()
+	vmFd, err := kvm.CreateVM(f.Fd())
+	if err != nil {
+		t.Fatalf("KVM_CREATE_VM: %v", err)
+	}
+	defer unix.Close(int(vmFd))
+	if err := kvm.CreateIRQChip(vmFd); err != nil {
+		t.Fatalf("KVM_CREATE_IRQCHIP: %v", err)
+	}
+	vcpuFd, err := kvm.CreateVCPU(vmFd, 0)
+	if err != nil {
+		t.Fatalf("KVM_CREATE_VCPU: %v", err)
+	}
+	defer unix.Close(int(vcpuFd))
+	const lapicSVR, lapicIRR = 0xF0, 0x200
+	var st kvm.LAPICState
+	if err := kvm.GetLocalAPIC(vcpuFd, &st); err != nil {
+		t.Fatal(err)
+	}
+	st.Regs[lapicSVR+1] |= 1 // APIC software enable (SVR bit 8)
+	if err := kvm.SetLocalAPIC(vcpuFd, &st); err != nil {
+		t.Fatal(err)
+	}
+	irr := func(vec int) bool {
+		var s kvm.LAPICState
+		if err := kvm.GetLocalAPIC(vcpuFd, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Regs[lapicIRR+vec/32*0x10+vec%32/8]&(1<<(vec%8)) != 0
+	}
+	waitIRR := func(vec int) bool {
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if irr(vec) {
+				return true
+			}
+		}
+		return false
+	}
+
+	gsis, _ := NewIDAllocator("gsi", 24, 1023)
+	x, err := NewMSIX(1, NewKVMRouter(vmFd, gsis, quietLog()), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	entry := func(vec int, masked bool) {
+		b := make([]byte, 4)
+		ctl := uint32(0)
+		if masked {
+			ctl = 1
+		}
+		// Fixed delivery, edge, to APIC ID 0 (physical destination).
+		for off, v := range []uint32{0xFEE00000, 0, uint32(vec), ctl} {
+			binary.LittleEndian.PutUint32(b, v)
+			x.Table().Write(uint64(4*off), b)
+		}
+	}
+	x.setControl(true, false)
+	entry(0x41, false)
+	if err := x.Notify(0); err != nil {
+		t.Fatal(err)
+	}
+	if !waitIRR(0x41) {
+		t.Fatal("vector 0x41 not in the LAPIC's IRR after Notify")
+	}
+	entry(0x52, true)
+	x.Notify(0)
+	time.Sleep(20 * time.Millisecond)
+	if irr(0x52) || !x.PendingBit(0) {
+		t.Fatalf("masked vector delivered (IRR %v) or not pending (%v)", irr(0x52), x.PendingBit(0))
+	}
+	entry(0x52, false)
+	if !waitIRR(0x52) {
+		t.Fatal("pending vector 0x52 not delivered on unmask")
+	}
+	entry(0x63, false)
+	fd, _ := x.VectorEventFD(0)
+	if err := signalEventfd(fd); err != nil {
+		t.Fatal(err)
+	}
+	if !waitIRR(0x63) {
+		t.Fatal("a write to the vector's eventfd was not delivered")
 	}
 }
 

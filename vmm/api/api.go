@@ -13,6 +13,7 @@
 package api
 
 import (
+	"io"
 	"time"
 
 	"github.com/kvmm/kvmm/vmm"
@@ -32,6 +33,8 @@ type VMController interface {
 	HostReset() error
 	Stop(reason string)
 	Metrics(top int) vmm.Metrics
+	// PCIDump writes the configuration spaces in `lspci -x` format.
+	PCIDump(w io.Writer, extended bool) error
 	Subscribe() (<-chan vmm.Event, func())
 	Done() <-chan struct{}
 }

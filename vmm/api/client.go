@@ -104,6 +104,24 @@ func (c *Client) Metrics(ctx context.Context, top int) (vmm.Metrics, error) {
 	return out, c.do(ctx, http.MethodGet, path, nil, http.StatusOK, &out)
 }
 
+// PCIDump returns the VM's PCI configuration spaces in `lspci -x` format.
+func (c *Client) PCIDump(ctx context.Context, extended bool) (string, error) {
+	path := "/vm/pci"
+	if extended {
+		path += "?extended=true"
+	}
+	resp, err := c.send(ctx, http.MethodGet, path, nil, http.StatusOK)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("GET %s on %s: %w", path, c.sock, err)
+	}
+	return string(b), nil
+}
+
 // OpenAPI returns the server's OpenAPI description.
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
 	resp, err := c.send(ctx, http.MethodGet, "/openapi.yaml", nil, http.StatusOK)

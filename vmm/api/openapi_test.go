@@ -3,11 +3,13 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/kvmm/kvmm/vmm"
 	"github.com/kvmm/kvmm/vmm/api/apitest"
 )
 
@@ -106,5 +108,44 @@ components:
 	want := []string{"DELETE /b/c", "GET /a", "PUT /a"}
 	if !slices.Equal(got, want) {
 		t.Errorf("routes %v, want %v", got, want)
+	}
+}
+
+// TestOpenAPIConfigSchema keeps the Config schema true: every JSON field of
+// vmm.Config is a property of it, and it has no property vmm.Config lacks.
+func TestOpenAPIConfigSchema(t *testing.T) {
+	doc := string(OpenAPI())
+	start := strings.Index(doc, "\n    Config:\n")
+	if start < 0 {
+		t.Fatal("no Config schema in openapi.yaml")
+	}
+	block := doc[start+1:]
+	props := strings.Index(block, "\n      properties:\n")
+	if props < 0 {
+		t.Fatal("Config schema has no properties")
+	}
+	block = block[props+len("\n      properties:\n"):]
+	var inDoc []string
+	for _, line := range strings.Split(block, "\n") {
+		if line != "" && !strings.HasPrefix(line, "        ") {
+			break // the next schema or section
+		}
+		if strings.HasPrefix(line, "        ") && !strings.HasPrefix(line, "         ") && strings.HasSuffix(line, ":") {
+			inDoc = append(inDoc, strings.TrimSuffix(strings.TrimSpace(line), ":"))
+		}
+	}
+	var inGo []string
+	ty := reflect.TypeOf(vmm.Config{})
+	for i := range ty.NumField() {
+		tag := ty.Field(i).Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		if name != "" && name != "-" {
+			inGo = append(inGo, name)
+		}
+	}
+	slices.Sort(inDoc)
+	slices.Sort(inGo)
+	if !slices.Equal(inDoc, inGo) {
+		t.Errorf("Config schema properties %v\n differ from vmm.Config's JSON fields %v", inDoc, inGo)
 	}
 }

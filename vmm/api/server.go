@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -88,6 +89,7 @@ func NewServer(vm VMController, opts Options) *Server {
 		{http.MethodPut, "/vm/state", s.handleState},
 		{http.MethodPut, "/vm/power", s.handlePower},
 		{http.MethodGet, "/vm/metrics", s.handleMetrics},
+		{http.MethodGet, "/vm/pci", s.handlePCI},
 		{http.MethodGet, "/vm/events", s.handleEvents},
 		{http.MethodGet, "/openapi.yaml", s.handleOpenAPI},
 	}
@@ -329,6 +331,34 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.vm.Metrics(top))
 }
 
+// handlePCI answers the configuration spaces as text in `lspci -x` format
+// (`?extended=true`: 4 KiB per function, as `lspci -xxxx`), for the host's
+// `lspci -F FILE -vvv` to decode.
+func (s *Server) handlePCI(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if err := checkQuery(q, "extended"); err != nil {
+		s.fail(w, err)
+		return
+	}
+	extended := false
+	if v := q.Get("extended"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.fail(w, badRequest("extended %q: want true or false", v))
+			return
+		}
+		extended = b
+	}
+	var buf bytes.Buffer
+	if err := s.vm.PCIDump(&buf, extended); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+}
+
 // handleEvents streams events as newline-delimited JSON, one flushed
 // chunk per event: first the current state, then every event until the VM
 // stops (the subscription's channel closes), the client goes away or the
@@ -416,6 +446,12 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
 		writeError(w, he.status, "%s", he.msg)
+		return
+	}
+	// The VM refused because of its state (vmm.ErrState): the request made
+	// no sense now, nothing failed.
+	if errors.Is(err, vmm.ErrState) {
+		writeError(w, http.StatusConflict, "%v", err)
 		return
 	}
 	s.log.Error("request failed", "err", err)

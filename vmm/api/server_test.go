@@ -138,6 +138,30 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
+func TestPCIDump(t *testing.T) {
+	f := apitest.New()
+	ts := newTestServer(t, f)
+	for _, path := range []string{"/vm/pci", "/vm/pci?extended=true"} {
+		r := call(t, ts, "GET", path, "")
+		if r.status != http.StatusOK || string(r.body) != apitest.PCIDumpText {
+			t.Errorf("GET %s: status %d, body %q", path, r.status, r.body)
+		}
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("GET %s: Content-Type %q", path, ct)
+		}
+	}
+	if r := call(t, ts, "GET", "/vm/pci?extended=maybe", ""); r.status != http.StatusBadRequest || !strings.Contains(r.errorText(), "extended") {
+		t.Errorf("bad extended: status %d, %s", r.status, r.body)
+	}
+	if r := call(t, ts, "GET", "/vm/pci?verbose=1", ""); r.status != http.StatusBadRequest {
+		t.Errorf("unknown parameter: status %d", r.status)
+	}
+	f.StopWith(0, "guest powered off")
+	if r := call(t, ts, "GET", "/vm/pci", ""); r.status != http.StatusConflict {
+		t.Errorf("dump of a stopped VM: status %d, want 409", r.status)
+	}
+}
+
 // TestWake: "running" on a suspended VM is an S3 wake, and so is the power
 // button.
 func TestWake(t *testing.T) {

@@ -4,6 +4,7 @@ package apitest
 
 import (
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -95,6 +96,23 @@ func (f *FakeVM) Resume() (time.Duration, error) {
 	f.state = vmm.StateRunning
 	f.publishLocked(vmm.Event{Type: "state", State: vmm.StateRunning})
 	return ResumeLatency, nil
+}
+
+// PCIDumpText is what the fake's PCIDump writes: the host bridge as
+// `lspci -x` prints it (the first 64 bytes of a q35 host bridge).
+const PCIDumpText = "00:00.0 Host bridge: Device 8086:29c0\n" +
+	"00: 86 80 c0 29 00 00 00 00 00 00 00 06 00 00 00 00\n" +
+	"10: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n" +
+	"20: 00 00 00 00 00 00 00 00 00 00 00 00 f4 1a 00 11\n" +
+	"30: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n\n"
+
+// PCIDump writes PCIDumpText, or fails once the VM stopped.
+func (f *FakeVM) PCIDump(w io.Writer, extended bool) error {
+	if f.State() == vmm.StateStopped {
+		return fmt.Errorf("pci dump: %w: VM is stopped", vmm.ErrState)
+	}
+	_, err := io.WriteString(w, PCIDumpText)
+	return err
 }
 
 // Wake ends an S3 sleep, as vmm.VM.Wake does.
