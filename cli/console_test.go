@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,8 +18,8 @@ func TestCtrlAXStopsTheVM(t *testing.T) {
 	cfg.Kernel = guesttest.BuildT(t, "pwrbtn")
 	cfg.Memory = 64 << 20
 	cfg.Cmdline = ""
-	var out bytes.Buffer
-	vm, err := vmm.New(cfg, vmm.Options{Serial: &syncWriter{w: &out}})
+	var out vmm.SerialBuffer
+	vm, err := vmm.New(cfg, vmm.Options{Serial: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,15 +46,4 @@ func TestCtrlAXStopsTheVM(t *testing.T) {
 		t.Errorf("status %d (%s), want %d", res.Status, res.Reason, vmm.StatusStopped)
 	}
 	w.Close()
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -148,22 +149,20 @@ func TestCtlMetrics(t *testing.T) {
 
 // runCtlAsync runs a ctl command that keeps running (events) and returns
 // its output so far and a channel with its exit status.
-func runCtlAsync(t *testing.T, args ...string) (*lockedBuffer, <-chan int, *lockedBuffer) {
+func runCtlAsync(t *testing.T, args ...string) (*vmm.SerialBuffer, <-chan int, *vmm.SerialBuffer) {
 	t.Helper()
-	var out, errOut lockedBuffer
+	var out, errOut vmm.SerialBuffer
 	done := make(chan int, 1)
 	go func() { done <- Main(append([]string{"ctl"}, args...), nil, &out, &errOut) }()
 	return &out, done, &errOut
 }
 
-func waitOutput(t *testing.T, out *lockedBuffer, want string) {
+func waitOutput(t *testing.T, out *vmm.SerialBuffer, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("output lacks %q after 5s:\n%s", want, out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := out.WaitFor(ctx, want); err != nil {
+		t.Fatalf("output lacks %q after 5s:\n%s", want, out.String())
 	}
 }
 

@@ -1,36 +1,16 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"regexp"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kvmm/kvmm/vmm"
 )
-
-// lockedBuffer collects serial output written from vCPU threads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func newTestCmd(g *globals) *cobra.Command {
 	var (
@@ -70,7 +50,7 @@ func newTestCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &ExitError{Status: 1, Err: err}
 			}
-			var out lockedBuffer
+			var out vmm.SerialBuffer
 			var serial io.Writer = &out
 			if !quiet {
 				serial = io.MultiWriter(&out, g.stdout)

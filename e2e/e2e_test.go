@@ -10,7 +10,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,23 +23,6 @@ import (
 	"github.com/kvmm/kvmm/internal/guesttest"
 	"github.com/kvmm/kvmm/vmm"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // guestFiles returns the Debian kernel and initramfs, or skips.
 func guestFiles(t *testing.T) (kernel, initrd string) {
@@ -82,7 +64,7 @@ func requireStockKernelHost(t *testing.T) {
 		}
 		cfg := vmm.DefaultConfig()
 		cfg.Kernel, cfg.Memory, cfg.Cmdline = elf, 64<<20, ""
-		var out syncBuffer
+		var out vmm.SerialBuffer
 		vm, err := vmm.New(cfg, vmm.Options{Serial: &out, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			probeOnce.reason = fmt.Sprintf("cannot create the probe VM: %v", err)
@@ -116,7 +98,7 @@ func bootDebian(t *testing.T, cpus int, mem vmm.Size, cmdline string) (string, v
 	cfg.Kernel, cfg.Initrd, cfg.CPUs, cfg.Memory = kernel, initrd, cpus, mem
 	cfg.Cmdline = "console=ttyS0 panic=-1 reboot=k " + cmdline
 	cfg.OnReboot = vmm.OnRebootExit
-	var out syncBuffer
+	var out vmm.SerialBuffer
 	vm, err := vmm.New(cfg, vmm.Options{Serial: &out})
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +17,7 @@ import (
 // The same guests run under QEMU in internal/guesttest, which proves the
 // guests themselves right; here they prove kvmm right.
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func requireKVM(t *testing.T) {
+func requireKVM(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
@@ -48,7 +30,7 @@ func requireKVM(t *testing.T) {
 func bootGuest(t *testing.T, cfg Config) (string, Result) {
 	t.Helper()
 	requireKVM(t)
-	var out syncBuffer
+	var out SerialBuffer
 	vm, err := New(cfg, Options{Serial: &out, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("New: %v", err)

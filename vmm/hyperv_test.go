@@ -44,7 +44,7 @@ func hostHasKernelHyperV(t *testing.T) bool {
 func runWithEvents(t *testing.T, cfg Config) (string, Result, []Event, string) {
 	t.Helper()
 	requireKVM(t)
-	var out, logs syncBuffer
+	var out, logs SerialBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	vm, err := New(cfg, Options{Serial: &out, Logger: log})
 	if err != nil {

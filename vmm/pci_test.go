@@ -80,7 +80,7 @@ func newTestPCIFunction(root *pci.Root) (*pci.Config, error) {
 func bootPCIGuest(t *testing.T, cfg Config) (*VM, string, Result) {
 	t.Helper()
 	requireKVM(t)
-	var out syncBuffer
+	var out SerialBuffer
 	vm, err := New(cfg, Options{Serial: &out, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -12,10 +12,10 @@ import (
 
 // startGuest boots cfg and returns the VM, its serial buffer and an event
 // subscription opened before the start.
-func startGuest(t *testing.T, cfg Config) (*VM, *syncBuffer, <-chan Event) {
+func startGuest(t *testing.T, cfg Config) (*VM, *SerialBuffer, <-chan Event) {
 	t.Helper()
 	requireKVM(t)
-	out := &syncBuffer{}
+	out := &SerialBuffer{}
 	vm, err := New(cfg, Options{Serial: out, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -39,7 +39,7 @@ func TestPowerButtonGuestThroughAPI(t *testing.T) {
 	cfg.Memory = 128 << 20
 	cfg.Cmdline = ""
 	cfg.OnReboot = vmm.OnRebootExit
-	var serial lockedBuffer
+	var serial vmm.SerialBuffer
 	vm, err := vmm.New(cfg, vmm.Options{Serial: &serial, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("vmm.New: %v", err)

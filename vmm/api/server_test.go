@@ -382,7 +382,7 @@ func TestOpenAPIServed(t *testing.T) {
 // TestRequestLog: every request is logged at debug level with method,
 // path, status and duration; a state change at info with its latency.
 func TestRequestLog(t *testing.T) {
-	var buf lockedBuffer
+	var buf vmm.SerialBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts := httptest.NewServer(NewServer(apitest.New(), Options{Logger: log}).Handler())
 	defer ts.Close()
@@ -398,23 +398,6 @@ func TestRequestLog(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestConcurrentRequests hammers one VM from many goroutines (run with
