@@ -11,6 +11,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// testVM creates a VM with 1 MiB of RAM at 0 and an in-kernel irqchip,
+// closed when the test ends.
+func testVM(t *testing.T) (kvmFile *os.File, vmFd uintptr, mem []byte) {
+	t.Helper()
+	kf, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no /dev/kvm: %v", err)
+	}
+	t.Cleanup(func() { kf.Close() })
+	vmFd, err = kvm.CreateVM(kf.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(int(vmFd)) })
+	mem, err = unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	if err := kvm.SetUserMemoryRegion(vmFd, &kvm.UserspaceMemoryRegion{MemorySize: 1 << 20, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&mem[0])))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := kvm.CreateIRQChip(vmFd); err != nil {
+		t.Fatal(err)
+	}
+	return kf, vmFd, mem
+}
+
 type pioRecorder struct {
 	ports []uint16
 	data  []byte
@@ -28,24 +56,7 @@ func (p *pioRecorder) MMIO(v *VCPU, addr uint64, data []byte, write bool) {}
 // TestSetRealMode enters real mode at CS:IP = 0x300:0 (linear 0x3000), as
 // an S3 wake does, and checks the code there sees its CS.
 func TestSetRealMode(t *testing.T) {
-	kf, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("no /dev/kvm: %v", err)
-	}
-	defer kf.Close()
-	vmFd, err := kvm.CreateVM(kf.Fd())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(int(vmFd))
-	mem, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	if err := kvm.SetUserMemoryRegion(vmFd, &kvm.UserspaceMemoryRegion{MemorySize: 1 << 20, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&mem[0])))}); err != nil {
-		t.Fatal(err)
-	}
+	kf, vmFd, mem := testVM(t)
 	// cli; mov %cs,%ax; mov %ah,%al; out %al,$0x80; hlt
 	copy(mem[0x3000:], []byte{0xfa, 0x8c, 0xc8, 0x88, 0xe0, 0xe6, 0x80, 0xf4})
 	v, err := New(kf.Fd(), vmFd, 0, slog.New(slog.DiscardHandler))
@@ -84,27 +95,7 @@ func (p *parkOnFirst) MMIO(v *VCPU, addr uint64, data []byte, write bool) {}
 // TestSetRealModeAfterExit replaces the state of a vCPU parked right after
 // a port-I/O exit, as an S3 wake does after the guest's SLP_EN write.
 func TestSetRealModeAfterExit(t *testing.T) {
-	kf, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("no /dev/kvm: %v", err)
-	}
-	defer kf.Close()
-	vmFd, err := kvm.CreateVM(kf.Fd())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(int(vmFd))
-	mem, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	if err := kvm.SetUserMemoryRegion(vmFd, &kvm.UserspaceMemoryRegion{MemorySize: 1 << 20, UserspaceAddr: uint64(uintptr(unsafe.Pointer(&mem[0])))}); err != nil {
-		t.Fatal(err)
-	}
-	if err := kvm.CreateIRQChip(vmFd); err != nil {
-		t.Fatal(err)
-	}
+	kf, vmFd, mem := testVM(t)
 	// A: mov $0xAA,%al; out %al,$0x80; jmp .
 	copy(mem[0x3000:], []byte{0xb0, 0xaa, 0xe6, 0x80, 0xeb, 0xfe})
 	// B, a waking vector's first steps: cli; cld; mov %cs,%ax; xor %bx,%bx;
