@@ -142,6 +142,7 @@ func ctlSubcommands() []ctlSpec {
 				return x.show(map[string]string{"dump": dump}, func(w io.Writer) { fmt.Fprint(w, dump) })
 			},
 		},
+		ctlBalloonSpec(), // ctlballoon.go
 		{
 			use:   "metrics",
 			short: "Show exit counters, vCPU run time and device accesses",

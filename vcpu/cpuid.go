@@ -38,15 +38,19 @@ const (
 	// the Hyper-V ones to ComposeCPUID, see package hyperv) and exposes
 	// the invariant TSC.
 	PersonalityHyperV Personality = "hyperv"
+	// PersonalityVMware drops KVM's 0x400000xx leaves for VMware's
+	// (VMwareLeaves) and exposes the invariant TSC; package balloon serves
+	// the VMware backdoor and balloon ports.
+	PersonalityVMware Personality = "vmware"
 )
 
 // ParsePersonality checks a --personality value.
 func ParsePersonality(s string) (Personality, error) {
 	switch Personality(s) {
-	case PersonalityKVM, PersonalityHyperV:
+	case PersonalityKVM, PersonalityHyperV, PersonalityVMware:
 		return Personality(s), nil
 	}
-	return "", fmt.Errorf("personality %q: want kvm or hyperv (vmware is not built yet)", s)
+	return "", fmt.Errorf("personality %q: want kvm, hyperv or vmware", s)
 }
 
 // CPUID leaves and bits kvmm edits.
@@ -179,4 +183,35 @@ func MergeCPUID(base, extra []kvm.CPUIDEntry2) []kvm.CPUIDEntry2 {
 		}
 	}
 	return out
+}
+
+// --- The VMware personality (guest-protocols.md §1.1) ---
+
+const (
+	// leafVMwareTiming is the leaf QEMU's vmware-cpuid-freq adds: EAX = TSC
+	// kHz, EBX = APIC bus kHz, ECX = EDX = 0.
+	leafVMwareTiming = 0x40000010
+	// KVMAPICBusKHz is the frequency of KVM's in-kernel local APIC timer
+	// (its APIC bus): 1 GHz.
+	KVMAPICBusKHz = 1000000
+)
+
+// vmwareSignature is "VMwareVMware" as EBX, ECX, EDX.
+var vmwareSignature = [3]uint32{0x61774D56, 0x4D566572, 0x65726177}
+
+// VMwareLeaves returns the VMware personality's hypervisor leaves, to merge
+// over a table ComposeCPUID made for PersonalityVMware: 0x40000000 with the
+// signature and the maximum leaf, and the timing leaf 0x40000010.
+//
+// ECX of 0x40000010 stays 0. Its bits 0 and 1 would make Linux call the
+// backdoor with VMMCALL or VMCALL, which stock KVM handles in the kernel as
+// its own hypercalls (the VMware magic is unknown there: -KVM_ENOSYS),
+// never reaching kvmm; with both clear Linux uses the I/O port, which
+// exits to kvmm.
+func VMwareLeaves(tscKHz, apicBusKHz uint32) []kvm.CPUIDEntry2 {
+	return []kvm.CPUIDEntry2{
+		{Function: leafHypervisor, Eax: leafVMwareTiming,
+			Ebx: vmwareSignature[0], Ecx: vmwareSignature[1], Edx: vmwareSignature[2]},
+		{Function: leafVMwareTiming, Eax: tscKHz, Ebx: apicBusKHz},
+	}
 }

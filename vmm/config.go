@@ -125,7 +125,8 @@ type Config struct {
 	CPUs   int  `json:"cpus"`
 	// CPUModel is "host" or "baseline".
 	CPUModel string `json:"cpu,omitempty"`
-	// Personality is the hypervisor the guest detects: "kvm" or "hyperv".
+	// Personality is the hypervisor the guest detects: "kvm", "hyperv" or
+	// "vmware".
 	Personality string `json:"personality,omitempty"`
 	// HyperV picks the Hyper-V enlightenments (personality hyperv): a
 	// comma-separated list such as "time,vpindex,crash,frequencies,vp-assist";
@@ -134,6 +135,10 @@ type Config struct {
 	// HyperVBackend is "auto" (empty: in-kernel when the host has it),
 	// "kernel" or "user".
 	HyperVBackend string `json:"hyperv_backend,omitempty"`
+	// Balloon is the memory balloon: "none", "vmware" (personality vmware)
+	// or "virtio" (not built yet); empty is the personality's own (vmware
+	// for personality vmware, none otherwise). See balloon.go.
+	Balloon string `json:"balloon,omitempty"`
 	// HugePages backs guest RAM with hugetlbfs pages.
 	HugePages bool `json:"hugepages,omitempty"`
 	// OnReboot is "reboot" (default) or "exit".
@@ -209,6 +214,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := validateHyperV(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateBalloon(c); err != nil {
 		errs = append(errs, err)
 	}
 	if c.OnReboot != OnRebootReboot && c.OnReboot != OnRebootExit {

@@ -53,7 +53,8 @@ type machine struct {
 	postCode *legacy.POST
 	pci      *pciState // PCI hierarchy (pci.go)
 
-	hv *hypervState // Hyper-V personality (hyperv.go); nil for the others
+	hv  *hypervState // Hyper-V personality (hyperv.go); nil for the others
+	vmw *vmwareState // VMware personality (balloon.go); nil for the others
 }
 
 // newMachine creates the KVM VM and everything in it, ready to run.
@@ -117,6 +118,9 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 		return nil, err
 	}
 	if err := m.setupHyperV(vm); err != nil {
+		return nil, err
+	}
+	if err := m.setupVMware(vm); err != nil {
 		return nil, err
 	}
 	built = true
@@ -244,7 +248,10 @@ func (m *machine) createVCPUs(boot vcpu.BootState) error {
 
 // PIO and MMIO implement vcpu.Handler: route the exit to the bus, and answer
 // reads of unmapped addresses with all ones, as an empty ISA or PCI bus does.
-func (m *machine) PIO(_ *vcpu.VCPU, port uint16, data []byte, write bool) {
+func (m *machine) PIO(v *vcpu.VCPU, port uint16, data []byte, write bool) {
+	if m.vmw.pio(v, port, data, write) {
+		return // the VMware backdoor and balloon ports take registers (balloon.go)
+	}
 	if write {
 		m.pio.Write(uint64(port), data)
 		return

@@ -35,6 +35,11 @@ type VMController interface {
 	Metrics(top int) vmm.Metrics
 	// PCIDump writes the configuration spaces in `lspci -x` format.
 	PCIDump(w io.Writer, extended bool) error
+	// BalloonStats and SetBalloonTarget are the memory balloon (errors
+	// wrap vmm.ErrNoBalloon without one, balloon.ErrTarget for a target
+	// out of range, vmm.ErrState on a stopped VM).
+	BalloonStats() (vmm.BalloonStats, error)
+	SetBalloonTarget(bytes uint64) (vmm.BalloonStats, error)
 	Subscribe() (<-chan vmm.Event, func())
 	Done() <-chan struct{}
 }
@@ -93,6 +98,15 @@ type PowerResponse struct {
 	Action PowerAction `json:"action"`
 	// State is the VM's state right after the request was made.
 	State vmm.State `json:"state"`
+}
+
+// BalloonRequest is the body of PUT /vm/balloon.
+type BalloonRequest struct {
+	// Target is the balloon size: how much memory the guest's balloon
+	// driver should take from the guest and give back to the host, as
+	// "256M" or a byte count; 0 gives it all back to the guest. It is not
+	// the memory the guest keeps (vmw_balloon's GET_TARGET meaning).
+	Target *vmm.Size `json:"target"`
 }
 
 // ErrorResponse is the body of every 4xx and 5xx answer.

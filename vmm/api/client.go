@@ -122,6 +122,21 @@ func (c *Client) PCIDump(ctx context.Context, extended bool) (string, error) {
 	return string(b), nil
 }
 
+// Balloon returns the memory balloon's target, pages, reclaimed memory and
+// counters (GET /vm/balloon).
+func (c *Client) Balloon(ctx context.Context) (vmm.BalloonStats, error) {
+	var out vmm.BalloonStats
+	return out, c.do(ctx, http.MethodGet, "/vm/balloon", nil, http.StatusOK, &out)
+}
+
+// SetBalloonTarget sets the balloon size, the memory the guest's balloon
+// driver should hand to the host (PUT /vm/balloon); it returns the stats
+// right after, before the guest has followed.
+func (c *Client) SetBalloonTarget(ctx context.Context, target vmm.Size) (vmm.BalloonStats, error) {
+	var out vmm.BalloonStats
+	return out, c.do(ctx, http.MethodPut, "/vm/balloon", BalloonRequest{Target: &target}, http.StatusOK, &out)
+}
+
 // OpenAPI returns the server's OpenAPI description.
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
 	resp, err := c.send(ctx, http.MethodGet, "/openapi.yaml", nil, http.StatusOK)

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvmm/kvmm/balloon"
 	"github.com/kvmm/kvmm/vmm"
 )
 
@@ -90,6 +91,8 @@ func NewServer(vm VMController, opts Options) *Server {
 		{http.MethodPut, "/vm/power", s.handlePower},
 		{http.MethodGet, "/vm/metrics", s.handleMetrics},
 		{http.MethodGet, "/vm/pci", s.handlePCI},
+		{http.MethodGet, "/vm/balloon", s.handleBalloon},
+		{http.MethodPut, "/vm/balloon", s.handleSetBalloon},
 		{http.MethodGet, "/vm/events", s.handleEvents},
 		{http.MethodGet, "/openapi.yaml", s.handleOpenAPI},
 	}
@@ -423,6 +426,52 @@ func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/yaml")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, openAPIDoc)
+}
+
+func (s *Server) handleBalloon(w http.ResponseWriter, r *http.Request) {
+	if err := checkQuery(r.URL.Query()); err != nil {
+		s.fail(w, err)
+		return
+	}
+	st, err := s.vm.BalloonStats()
+	if err != nil {
+		s.fail(w, balloonError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) handleSetBalloon(w http.ResponseWriter, r *http.Request) {
+	var req BalloonRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if req.Target == nil {
+		// A missing target must not read as 0, which empties the balloon.
+		s.fail(w, badRequest(`missing "target": the balloon size, e.g. "256M" or a byte count (0 empties the balloon)`))
+		return
+	}
+	st, err := s.vm.SetBalloonTarget(uint64(*req.Target))
+	if err != nil {
+		s.fail(w, balloonError(err))
+		return
+	}
+	s.log.Info("balloon target set", "target", req.Target.String())
+	writeJSON(w, http.StatusOK, st)
+}
+
+// balloonError gives the balloon's refusals their status: a VM without a
+// balloon is a 409 (its configuration does not allow the request), a
+// target out of range a 400.
+func balloonError(err error) error {
+	switch {
+	case errors.Is(err, vmm.ErrNoBalloon):
+		return conflict("%v", err)
+	case errors.Is(err, balloon.ErrTarget):
+		return badRequest("%v", err)
+	}
+	return err
 }
 
 // httpError is an error with the HTTP status it answers with.

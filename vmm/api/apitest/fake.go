@@ -30,6 +30,7 @@ type FakeVM struct {
 	stops     []string
 	accesses  uint64 // grows on every Metrics call while running
 	failPause error
+	balloon   *vmm.BalloonStats // nil: no balloon (balloon.go)
 }
 
 // Latencies the fake reports for Pause and Resume.
