@@ -32,7 +32,8 @@ const (
 
 const (
 	// backdoorVersion and backdoorVMXType are what QEMU's vmport answers
-	// to GETVERSION (its vmx-version and vmware-vmx-type properties).
+	// to GETVERSION (its vmware-vmx-version and vmware-vmx-type
+	// properties; type 2 is "VMware ESX Server").
 	backdoorVersion = 6
 	backdoorVMXType = 2
 	// vcpuInfoLegacyX2APIC is GETVCPU_INFO's bit 3.

@@ -23,9 +23,10 @@ const (
 	KindBadCommand
 	// KindBadMagic: a call on the port without the protocol's magic.
 	KindBadMagic
-	// KindNotNegotiated: a command before the guest (re)started the
-	// protocol, answered with a reset request.
-	KindNotNegotiated
+	// KindReset: a command answered with a reset request (VMware's
+	// ERROR_RESET): sent before the guest's START, or after the host asked
+	// for a reset and before the guest restarted the protocol.
+	KindReset
 	// KindDiscard: the host could not release a page's memory (madvise
 	// failed); the page stays in the balloon without saving memory.
 	KindDiscard
@@ -34,15 +35,15 @@ const (
 )
 
 var errorKindNames = [numErrorKinds]string{
-	KindNotRAM:        "page_not_ram",
-	KindMisaligned:    "page_misaligned",
-	KindHeld:          "page_already_held",
-	KindNotHeld:       "page_not_held",
-	KindBadBatch:      "batch_invalid",
-	KindBadCommand:    "command_invalid",
-	KindBadMagic:      "bad_magic",
-	KindNotNegotiated: "not_negotiated",
-	KindDiscard:       "discard_failed",
+	KindNotRAM:     "page_not_ram",
+	KindMisaligned: "page_misaligned",
+	KindHeld:       "page_already_held",
+	KindNotHeld:    "page_not_held",
+	KindBadBatch:   "batch_invalid",
+	KindBadCommand: "command_invalid",
+	KindBadMagic:   "bad_magic",
+	KindReset:      "reset_answered",
+	KindDiscard:    "discard_failed",
 }
 
 func (k ErrorKind) String() string {

@@ -211,7 +211,7 @@ func (v *VMware) Serve(r *Regs) {
 	// The target-carrying commands: the driver sets its target from RBX
 	// after each of them that succeeds (VMW_BALLOON_CMD_WITH_TARGET_MASK).
 	if !v.negotiated || v.resetPending {
-		v.ledger.CountError(KindNotNegotiated)
+		v.ledger.CountError(KindReset)
 		v.resets++
 		r.RAX = StatusReset
 		return
@@ -225,10 +225,11 @@ func (v *VMware) Serve(r *Regs) {
 	default:
 		status = v.batched(cmd, r.RBX, r.RSI)
 	}
+	// The driver only reads RBX after a success; it is the target after
+	// every answer all the same, so that no reply leaves the guest's
+	// argument there to be mistaken for one.
 	r.RAX = uint64(status)
-	if status == StatusSuccess {
-		r.RBX = v.targetFrames()
-	}
+	r.RBX = v.targetFrames()
 }
 
 // start negotiates: grant what the guest asks for among HostCaps, and

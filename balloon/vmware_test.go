@@ -187,8 +187,8 @@ func TestVMwareBatched(t *testing.T) {
 		{"batch page straddling RAM's end", (20*M - 4096) >> 12, 512, StatusSuccess}, // a whole page, fine
 	} {
 		r := call(v, CmdBatchedLock, tc.pfn, tc.n)
-		if r.RAX != tc.wantStat {
-			t.Errorf("%s: status %d, want %d", tc.name, r.RAX, tc.wantStat)
+		if r.RAX != tc.wantStat || r.RBX != 1536 {
+			t.Errorf("%s: status %d target %d, want %d and 1536", tc.name, r.RAX, r.RBX, tc.wantStat)
 		}
 	}
 	after := v.Ledger().Stats()

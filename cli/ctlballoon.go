@@ -75,7 +75,7 @@ func printBalloon(w io.Writer, st vmm.BalloonStats) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "kind\t%s\n", st.Kind)
 	fmt.Fprintf(tw, "target\t%s (balloon size: memory to take from the guest)\n", humanBytes(st.TargetBytes))
-	fmt.Fprintf(tw, "held\t%s (%d pages of 4K, %d pages of 2M)\n", humanBytes(st.HeldBytes), st.Held4K, st.Held2M)
+	fmt.Fprintf(tw, "held\t%s (4K pages: %d, 2M pages: %d)\n", humanBytes(st.HeldBytes), st.Held4K, st.Held2M)
 	fmt.Fprintf(tw, "given back\t%s (host memory released, total)\n", humanBytes(st.ReturnedBytes))
 	if p := st.VMware; p != nil {
 		state := "negotiated"

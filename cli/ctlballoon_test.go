@@ -23,7 +23,7 @@ func TestCtlBalloon(t *testing.T) {
 	for _, want := range []string{
 		"kind        vmware\n",
 		"target      32M (balloon size: memory to take from the guest)\n",
-		"held        32M (0 pages of 4K, 16 pages of 2M)\n",
+		"held        32M (4K pages: 0, 2M pages: 16)\n",
 		"given back  64M (host memory released, total)\n",
 		"driver      negotiated, capabilities 0x2e (basic, batched, batched-2M, 64-bit-target), guest id 1, starts 1, resets 0\n",
 		"get_target",
@@ -56,7 +56,7 @@ func TestCtlBalloonErrors(t *testing.T) {
 		{"set without size", []string{"--sock", sock, "balloon", "set"}, "balloon: set needs the balloon size, e.g. `balloon set 256M` (0 empties it)"},
 		{"bad size", []string{"--sock", sock, "balloon", "set", "lots"}, `balloon: set: size "lots": want a number with an optional K, M, G or T suffix`},
 		{"not 4K", []string{"--sock", sock, "balloon", "set", "1K"}, "invalid balloon target: 1024 bytes is not a whole number of 4 KiB pages"},
-		{"too big", []string{"--sock", sock, "balloon", "set", "1G"}, "invalid balloon target: 1G is more than the guest's 128M of RAM"},
+		{"too big", []string{"--sock", sock, "balloon", "set", "1G"}, "invalid balloon target: 1 GiB is more than the guest's 128 MiB of RAM"},
 		{"extra", []string{"--sock", sock, "balloon", "stats", "now"}, "balloon: want `balloon set SIZE` or `balloon stats`"},
 		{"no balloon", []string{"--sock", plain, "balloon", "stats"}, "the VM has no memory balloon (personality kvm)"},
 		{"no balloon set", []string{"--sock", plain, "balloon", "set", "16M"}, "the VM has no memory balloon (personality kvm)"},

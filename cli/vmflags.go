@@ -27,6 +27,10 @@ type vmFlags struct {
 	kvmDevice  string
 	wakeAfter  time.Duration
 	pciBridges int
+	disks      []string
+	rng        bool
+	console    string
+	pciBus     int
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet) {
@@ -46,6 +50,10 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kvmDevice, "kvm-device", d.KVMDevice, "KVM device node")
 	fs.IntVar(&f.pciBridges, "pci-bridges", 0, "PCI-to-PCI bridges on bus 0, each with a secondary bus (buses 1..N)")
 	fs.DurationVar(&f.wakeAfter, "wake-after", 0, "wake a guest that suspended to RAM (ACPI S3) after this long, e.g. 5s")
+	fs.StringArrayVar(&f.disks, "disk", nil, "virtio-blk disk PATH[,readonly][,serial=ID][,bus=N] (repeatable; replaces the config file's disks)")
+	fs.BoolVar(&f.rng, "rng", false, "add a virtio-rng entropy device")
+	fs.StringVar(&f.console, "console", vmm.ConsoleSerial, "the terminal's device: serial (COM1, ttyS0) or virtio (virtio-console, hvc0)")
+	fs.IntVar(&f.pciBus, "pci-bus", 0, "PCI bus of virtio devices without a bus= of their own; N > 0 is behind bridge N (see --pci-bridges)")
 }
 
 // config builds the VM config: defaults, then the config file, then every
@@ -88,6 +96,20 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("kvm-device", func() error { cfg.KVMDevice = f.kvmDevice; return nil }),
 		set("wake-after", func() error { cfg.WakeAfter = vmm.Duration(f.wakeAfter); return nil }),
 		set("pci-bridges", func() error { cfg.PCI.Bridges = f.pciBridges; return nil }),
+		set("disk", func() error {
+			cfg.Disks = nil
+			for _, s := range f.disks {
+				d, err := vmm.ParseDisk(s)
+				if err != nil {
+					return fmt.Errorf("--disk: %w", err)
+				}
+				cfg.Disks = append(cfg.Disks, d)
+			}
+			return nil
+		}),
+		set("rng", func() error { cfg.RNG = f.rng; return nil }),
+		set("console", func() error { cfg.Console = f.console; return nil }),
+		set("pci-bus", func() error { cfg.PCIBus = f.pciBus; return nil }),
 	}
 	for _, err := range errs {
 		if err != nil {

@@ -76,7 +76,7 @@ func newVMwareVM(t *testing.T, guest string, mutate func(*Config)) (*VM, *Serial
 	return vm, &out
 }
 
-// call makes one IN on port through machine.PIO as the vCPU loop does,
+// vmwCall makes one IN on port through machine.PIO as the vCPU loop does,
 // with the registers set first, and returns the I/O data and registers.
 func vmwCall(t *testing.T, m *machine, port uint16, rax, rcx, rbx, rsi uint64) (uint32, balloon.Regs) {
 	t.Helper()

@@ -150,6 +150,17 @@ type Config struct {
 	KVMDevice string `json:"kvm_device,omitempty"`
 	// PCI is the PCI topology (pci.go).
 	PCI PCIConfig `json:"pci,omitzero"`
+	// Disks are virtio-blk disks, RNG adds a virtio-rng device, Console
+	// is "serial" (default) or "virtio" (virtio-console); PCIBus is the
+	// bus of the virtio devices that do not name their own. See virtio.go.
+	Disks   []DiskConfig `json:"disks,omitempty"`
+	RNG     bool         `json:"rng,omitempty"`
+	Console string       `json:"console,omitempty"`
+	PCIBus  int          `json:"pci_bus,omitempty"`
+
+	// virtioNoIOEventFD makes this package's tests take the MMIO
+	// notification path. Unexported: no real VM wants it.
+	virtioNoIOEventFD bool
 }
 
 // DefaultConfig is a 1-vCPU, 256 MiB VM that boots the built-in guest.
@@ -217,6 +228,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := validateBalloon(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateVirtio(c); err != nil {
 		errs = append(errs, err)
 	}
 	if c.OnReboot != OnRebootReboot && c.OnReboot != OnRebootExit {

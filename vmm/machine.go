@@ -55,6 +55,8 @@ type machine struct {
 
 	hv  *hypervState // Hyper-V personality (hyperv.go); nil for the others
 	vmw *vmwareState // VMware personality (balloon.go); nil for the others
+
+	virtio *virtioState // virtio devices on PCI (virtio.go)
 }
 
 // newMachine creates the KVM VM and everything in it, ready to run.
@@ -95,6 +97,9 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 		}
 	}
 	if err := m.addDevices(serialOut, power); err != nil {
+		return nil, err
+	}
+	if err := m.addVirtio(serialOut); err != nil { // attached to PCI by addPCI
 		return nil, err
 	}
 	if err := m.addPCI(); err != nil {
@@ -321,7 +326,8 @@ func (m *machine) close() {
 	if m.rtc != nil {
 		m.rtc.Close()
 	}
-	errs = append(errs, m.closePCI()) // its irqfds need the VM fd
+	errs = append(errs, m.closeVirtio()) // workers stop, disks are synced; ioeventfds need the VM fd
+	errs = append(errs, m.closePCI())    // its irqfds need the VM fd
 	if m.vmFd != 0 {
 		errs = append(errs, unix.Close(int(m.vmFd)))
 	}

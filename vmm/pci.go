@@ -124,6 +124,9 @@ func (m *machine) addPCI() error {
 		}
 		st.bridges = append(st.bridges, br)
 	}
+	if err := m.attachVirtio(root, st.bridges); err != nil {
+		return err
+	}
 	if h := m.cfg.PCI.testHook; h != nil {
 		if err := h.attach(root, st.bridges); err != nil {
 			return fmt.Errorf("PCI test functions: %w", err)

@@ -394,8 +394,9 @@ func (vm *VM) Resume() (time.Duration, error) {
 	return d, nil
 }
 
-// SendInput queues bytes for the guest's serial port. It returns how many
-// were accepted; the rest should be retried when the guest has read some.
+// SendInput queues bytes for the guest's console: the serial port, or
+// virtio-console with Config.Console "virtio". It returns how many were
+// accepted; the rest should be retried when the guest has read some.
 func (vm *VM) SendInput(b []byte) int {
 	vm.mu.Lock()
 	m := vm.m
@@ -403,7 +404,7 @@ func (vm *VM) SendInput(b []byte) int {
 	if m == nil {
 		return 0
 	}
-	return m.serial.Enqueue(b)
+	return m.sendInput(b)
 }
 
 // Subscribe returns a stream of events from now on, and a function that ends

@@ -109,7 +109,8 @@ func (t *Transport) writeCommon(off int, v uint64) {
 		t.queueSel = uint16(v)
 	case CommonQueueMSIXVector:
 		if q := t.selected(); q != nil {
-			q.vector.Store(uint32(t.checkVector(uint16(v))))
+			old := q.vector.Swap(uint32(t.checkVector(uint16(v))))
+			t.vectorChanged(q, uint16(old)) // hooks.go
 		}
 	case CommonQueueSize, CommonQueueEnable, CommonQueueDesc, CommonQueueDriver, CommonQueueDevice:
 		q := t.selected()

@@ -98,7 +98,9 @@ func (d *echoDevice) Reset() {
 
 func (d *echoDevice) Close() error { return nil }
 
-func features() uint64 { return virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc }
+func features() uint64 {
+	return virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc
+}
 
 // interruptFeatures leave out EVENT_IDX: with it, a driver that polls the
 // used ring and moves used_event before the device looks at it rightly

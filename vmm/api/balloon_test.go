@@ -74,7 +74,7 @@ func TestBalloonRefusals(t *testing.T) {
 		{"missing target", "PUT", `{}`, nil, 400, `missing "target"`},
 		{"null target", "PUT", `{"target":null}`, nil, 400, `missing "target"`},
 		{"not 4K", "PUT", `{"target":"1K"}`, nil, 400, "4 KiB"},
-		{"more than RAM", "PUT", `{"target":"256M"}`, nil, 400, "more than the guest's 128M"},
+		{"more than RAM", "PUT", `{"target":"256M"}`, nil, 400, "more than the guest's 128 MiB"},
 		{"junk size", "PUT", `{"target":"lots"}`, nil, 400, `"lots"`},
 		{"negative", "PUT", `{"target":-4096}`, nil, 400, "-4096"},
 		{"unknown field", "PUT", `{"target":"16M","size":1}`, nil, 400, `"size"`},

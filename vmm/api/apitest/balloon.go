@@ -42,10 +42,10 @@ func (f *FakeVM) SetBalloonTarget(bytes uint64) (vmm.BalloonStats, error) {
 		return vmm.BalloonStats{}, fmt.Errorf("balloon target: %w: VM is %s", vmm.ErrState, f.state)
 	case f.balloon == nil:
 		return vmm.BalloonStats{}, fmt.Errorf("%w (personality %s)", vmm.ErrNoBalloon, f.cfg.Personality)
-	case bytes%uint64(balloon.Page4K) != 0:
-		return vmm.BalloonStats{}, fmt.Errorf("%w: %d bytes is not a whole number of 4 KiB pages", balloon.ErrTarget, bytes)
-	case bytes > uint64(f.cfg.Memory):
-		return vmm.BalloonStats{}, fmt.Errorf("%w: %s is more than the guest's %s of RAM", balloon.ErrTarget, vmm.Size(bytes), f.cfg.Memory)
+	}
+	// The real ledger checks the target, so the refusals read the same.
+	if err := balloon.NewLedger(ramSize(f.cfg.Memory), nil, nil).SetTarget(bytes); err != nil {
+		return vmm.BalloonStats{}, err
 	}
 	b := f.balloon
 	if bytes > b.HeldBytes {
@@ -74,3 +74,13 @@ func (f *FakeVM) balloonCopy() vmm.BalloonStats {
 	c.VMware = &st
 	return c
 }
+
+// ramSize is a balloon.Memory of that size with nothing in it: enough for
+// Ledger.SetTarget, which only asks for the size.
+type ramSize uint64
+
+func (r ramSize) Contains(gpa, n uint64) bool      { return false }
+func (r ramSize) Read(gpa uint64, b []byte) error  { return balloon.ErrNotRAM }
+func (r ramSize) Write(gpa uint64, b []byte) error { return balloon.ErrNotRAM }
+func (r ramSize) Discard(gpa, n uint64) error      { return balloon.ErrNotRAM }
+func (r ramSize) Size() uint64                     { return uint64(r) }
