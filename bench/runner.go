@@ -53,9 +53,15 @@ type Config struct {
 // GoBenchName selects the hot-path micro-benchmarks in Config.Only.
 const GoBenchName = "gobench"
 
-// DefaultGoBenchPkgs are the packages whose testing.B benchmarks cover the
-// exit hot path: the bus dispatch and the VM's exit handlers.
-func DefaultGoBenchPkgs() []string { return []string{"./devices/", "./vmm/"} }
+// DefaultGoBenchPkgs are the packages whose testing.B benchmarks make the
+// micro-benchmark rows: the exit hot path (bus dispatch, the VM's exit
+// handlers), the S3 round trip (vmm), balloon reclaim (balloon and
+// virtio-balloon), the virtio-blk and virtio-net device paths and raw tap
+// I/O (vhost).
+func DefaultGoBenchPkgs() []string {
+	return []string{"./devices/", "./vmm/", "./balloon/", "./devices/virtio/blk/",
+		"./devices/virtio/net/", "./devices/virtio/balloon/", "./vhost/"}
+}
 
 // Env is what benchmarks see of the run: resolved binaries and built guests.
 type Env struct {

@@ -8,8 +8,10 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kvmm/kvmm/balloon"
+	virtioballoon "github.com/kvmm/kvmm/devices/virtio/balloon"
 	"github.com/kvmm/kvmm/vmm"
 )
 
@@ -24,9 +26,12 @@ func ctlBalloonSpec() ctlSpec {
 			"guest's RAM). It is the balloon's size, NOT the memory the guest keeps: a 1G\n" +
 			"guest with `balloon set 256M` keeps 768M. `balloon set 0` gives it all back.\n" +
 			"The driver (Linux's vmw_balloon, personality vmware) polls about once a\n" +
-			"second; `balloon stats` shows it follow.\n" +
+			"second; virtio-balloon's (--balloon virtio) is told at once. `balloon stats`\n" +
+			"shows it follow.\n" +
 			"stats: the target, the pages the balloon holds (4K and 2M), the host memory\n" +
-			"given back, the commands the driver sent and the requests refused.",
+			"given back, the commands the driver sent and the requests refused; with\n" +
+			"virtio-balloon also the guest's free and available memory (fresh from the\n" +
+			"guest, which gets up to a second to answer) and free page reporting.",
 		args: ctlBalloonArgs,
 		run:  ctlBalloon,
 	}
@@ -88,6 +93,9 @@ func printBalloon(w io.Writer, st vmm.BalloonStats) {
 		fmt.Fprintf(tw, "driver\t%s, capabilities %#x (%s), guest id %d, starts %d, resets %d\n",
 			state, p.Capabilities, capNames(p.Capabilities), p.GuestID, p.Starts, p.Resets)
 	}
+	if v := st.Virtio; v != nil {
+		printVirtioBalloon(tw, v)
+	}
 	fmt.Fprintf(tw, "\nCOMMAND\tSERVED\n")
 	printCounts(tw, st.Commands)
 	fmt.Fprintf(tw, "\nREFUSED\tCOUNT\n")
@@ -115,6 +123,59 @@ func printCounts(w io.Writer, m map[string]uint64) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "%s\t%d\n", k, m[k])
 	}
+}
+
+// printVirtioBalloon prints virtio-balloon's lines of `balloon stats`.
+func printVirtioBalloon(w io.Writer, v *virtioballoon.State) {
+	state := "not set up by the guest"
+	if v.Active {
+		state = "ready"
+	}
+	fmt.Fprintf(w, "driver\tvirtio-balloon %s, features %#x (%s), num_pages %d, actual %d (%s held by the guest's count)\n",
+		state, v.Features, virtioFeatureNames(v.Features), v.NumPages, v.Actual, humanBytes(uint64(v.Actual)<<virtioballoon.PFNShift))
+	fmt.Fprintf(w, "reported\t%s (free page reporting: %d free ranges given back, not ballooned)\n",
+		humanBytes(v.ReportedBytes), v.ReportedRanges)
+	g := v.GuestStats
+	if g == nil {
+		fmt.Fprintf(w, "guest memory\t(no statistics from the guest's driver)\n")
+		return
+	}
+	val := func(name string, bytes bool) string {
+		n, ok := g.Values[name]
+		switch {
+		case !ok:
+			return "?"
+		case bytes:
+			return humanBytes(n)
+		}
+		return fmt.Sprint(n)
+	}
+	age := "fresh"
+	if !g.Fresh {
+		age = fmt.Sprintf("not fresh: the guest did not answer, these are %s old", time.Since(g.Updated).Round(time.Second))
+	}
+	fmt.Fprintf(w, "guest memory\tfree %s, available %s, total %s, disk caches %s (%s)\n",
+		val("free_memory", true), val("available_memory", true), val("total_memory", true), val("disk_caches", true), age)
+	fmt.Fprintf(w, "guest events\tmajor faults %s, minor faults %s, swapped in %s, swapped out %s\n",
+		val("major_faults", false), val("minor_faults", false), val("swap_in", true), val("swap_out", true))
+}
+
+func virtioFeatureNames(f uint64) string {
+	var names []string
+	for _, b := range []struct {
+		bit  uint64
+		name string
+	}{{virtioballoon.FeatureMustTellHost, "must-tell-host"}, {virtioballoon.FeatureStatsVQ, "stats"},
+		{virtioballoon.FeatureDeflateOnOOM, "deflate-on-oom"}, {virtioballoon.FeatureFreePageHint, "free-page-hint"},
+		{virtioballoon.FeaturePagePoison, "page-poison"}, {virtioballoon.FeatureReporting, "reporting"}} {
+		if f&b.bit != 0 {
+			names = append(names, b.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
 
 func capNames(c uint64) string {

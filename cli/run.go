@@ -35,6 +35,11 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return &ExitError{Status: 1, Err: err}
 			}
+			// Signals are taken before New: it creates taps and macvtaps,
+			// and a SIGTERM then must stop the VM, whose end removes them
+			// (vmm's VM.finish), rather than kill the process with them.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
 			vm, err := vmm.New(cfg, vmm.Options{Serial: g.stdout, Logger: log})
 			if err != nil {
 				return &ExitError{Status: 1, Err: err}
@@ -53,8 +58,6 @@ func newRunCmd(g *globals) *cobra.Command {
 					}
 				}()
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			restore := attachConsole(g.stdin, vm)
 			res, err := vm.Run(ctx)
 			restore()

@@ -20,6 +20,7 @@ type vmFlags struct {
 	cpus       int
 	cpuModel   string
 	persona    string
+	balloon    string
 	hyperv     string
 	hvBackend  string
 	hugepages  bool
@@ -31,6 +32,7 @@ type vmFlags struct {
 	rng        bool
 	console    string
 	pciBus     int
+	nets       []string
 }
 
 func (f *vmFlags) register(fs *pflag.FlagSet) {
@@ -42,7 +44,8 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.mem, "mem", d.Memory.String(), "guest memory, e.g. 512M or 2G")
 	fs.IntVar(&f.cpus, "cpus", d.CPUs, "number of vCPUs")
 	fs.StringVar(&f.cpuModel, "cpu", d.CPUModel, "CPU model: host or baseline")
-	fs.StringVar(&f.persona, "personality", d.Personality, "hypervisor the guest detects: kvm or hyperv")
+	fs.StringVar(&f.persona, "personality", d.Personality, "hypervisor the guest detects: kvm, hyperv or vmware")
+	fs.StringVar(&f.balloon, "balloon", "", "memory balloon: none, vmware (personality vmware) or virtio (virtio-balloon on PCI, any personality); default: vmware for personality vmware, else none")
 	fs.StringVar(&f.hyperv, "hyperv", "", "Hyper-V enlightenments (--personality hyperv), comma-separated: time, vpindex, crash, frequencies, vp-assist, tsc-invariant, synic, stimer (default time,vpindex,crash,frequencies,vp-assist)")
 	fs.StringVar(&f.hvBackend, "hyperv-backend", "auto", "Hyper-V implementation: auto (in-kernel when the host has it), kernel or user")
 	fs.BoolVar(&f.hugepages, "hugepages", false, "back guest memory with 2M huge pages")
@@ -54,6 +57,8 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.rng, "rng", false, "add a virtio-rng entropy device")
 	fs.StringVar(&f.console, "console", vmm.ConsoleSerial, "the terminal's device: serial (COM1, ttyS0) or virtio (virtio-console, hvc0)")
 	fs.IntVar(&f.pciBus, "pci-bus", 0, "PCI bus of virtio devices without a bus= of their own; N > 0 is behind bridge N (see --pci-bridges)")
+	fs.StringArrayVar(&f.nets, "net", nil, "virtio-net interface tap=NAME|auto[,mac=MAC][,vhost=on|off|auto][,queues=N][,bridge=BR][,bus=N] "+
+		"or macvtap=PARENT[,mode=bridge|vepa|private|passthru][,mac=MAC][,vhost=...][,queues=N][,bus=N] (repeatable; replaces the config file's)")
 }
 
 // config builds the VM config: defaults, then the config file, then every
@@ -89,6 +94,7 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("cpus", func() error { cfg.CPUs = f.cpus; return nil }),
 		set("cpu", func() error { cfg.CPUModel = f.cpuModel; return nil }),
 		set("personality", func() error { cfg.Personality = f.persona; return nil }),
+		set("balloon", func() error { cfg.Balloon = f.balloon; return nil }),
 		set("hyperv", func() error { cfg.HyperV = f.hyperv; return nil }),
 		set("hyperv-backend", func() error { cfg.HyperVBackend = f.hvBackend; return nil }),
 		set("hugepages", func() error { cfg.HugePages = f.hugepages; return nil }),
@@ -110,6 +116,16 @@ func (f *vmFlags) config(cmd *cobra.Command) (vmm.Config, error) {
 		set("rng", func() error { cfg.RNG = f.rng; return nil }),
 		set("console", func() error { cfg.Console = f.console; return nil }),
 		set("pci-bus", func() error { cfg.PCIBus = f.pciBus; return nil }),
+		set("net", func() error {
+			cfg.Net = nil
+			for _, s := range f.nets {
+				if _, err := vmm.ParseNet(s); err != nil {
+					return fmt.Errorf("--net: %w", err)
+				}
+				cfg.Net = append(cfg.Net, s)
+			}
+			return nil
+		}),
 	}
 	for _, err := range errs {
 		if err != nil {

@@ -1,32 +1,49 @@
 package vmm
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/bobuhiro11/gokvm/kvm"
 
 	"github.com/kvmm/kvmm/balloon"
+	virtioballoon "github.com/kvmm/kvmm/devices/virtio/balloon"
 	"github.com/kvmm/kvmm/vcpu"
 )
 
 // The VMware personality's wiring: its CPUID leaves, the backdoor and
 // balloon ports with the registers moved between the vCPU and package
-// balloon, and the VM's balloon API (target and stats). The protocols are
-// in package balloon.
+// balloon, and the VM's balloon API (target and stats), which also serves
+// virtio-balloon (devices/virtio/balloon, on PCI with the other virtio
+// devices: virtio.go). The protocols are in package balloon; both balloons
+// keep their accounting in a balloon.Ledger.
 
 // Balloon kinds (Config.Balloon).
 const (
 	// BalloonAuto (empty) is the personality's own balloon: VMware's for
-	// personality vmware, none for the others (virtio-balloon, the kvm
-	// personality's, is not built yet).
+	// personality vmware, none for the others. virtio-balloon, the kvm
+	// personality's usual balloon, is not added by default: it takes a
+	// PCI slot, a BAR and four queue eventfds, and changes the PCI
+	// topology every guest and golden dump sees; `--balloon virtio` asks
+	// for it (as QEMU's -device virtio-balloon-pci does).
 	BalloonAuto   = ""
 	BalloonNone   = "none"
 	BalloonVMware = "vmware"
+	// BalloonVirtio is virtio-balloon, with any personality (Linux's
+	// virtio_balloon does not care which hypervisor it runs on).
 	BalloonVirtio = "virtio"
 )
+
+// balloonStatsWait bounds how long BalloonStats waits for the guest's
+// virtio-balloon driver to send fresh memory statistics: Linux answers from
+// a workqueue within milliseconds; a guest that does not (paused vCPUs, a
+// driver gone) costs an API call this much, then the last statistics are
+// shown as not fresh.
+const balloonStatsWait = time.Second
 
 // ErrNoBalloon is wrapped by the balloon methods of a VM without a balloon.
 var ErrNoBalloon = errors.New("the VM has no memory balloon")
@@ -47,7 +64,7 @@ func validateBalloon(c *Config) error {
 		}
 		return nil
 	case BalloonVirtio:
-		return errors.New("balloon virtio: virtio-balloon is not built yet (use vmware with personality vmware)")
+		return nil // a PCI slot: validateVirtio counts it
 	}
 	return fmt.Errorf("balloon %q: want none, vmware or virtio (empty: the personality's own)", c.Balloon)
 }
@@ -76,6 +93,7 @@ type vmwareState struct {
 // backdoor, and the balloon with the target carried over from the
 // machine this one replaces (a guest reboot keeps the host's target).
 func (m *machine) setupVMware(vm *VM) error {
+	m.carryVirtioBalloonTarget(vm)
 	if m.cfg.Personality != string(vcpu.PersonalityVMware) {
 		return nil
 	}
@@ -127,10 +145,58 @@ func (vm *VM) previousBalloon() *balloon.Ledger {
 	vm.mu.Lock()
 	m := vm.m
 	vm.mu.Unlock()
-	if m == nil || m.vmw == nil || m.vmw.balloon == nil {
+	if m == nil {
+		return nil
+	}
+	if vb := m.virtioBalloon(); vb != nil {
+		return vb.Ledger()
+	}
+	if m.vmw == nil || m.vmw.balloon == nil {
 		return nil
 	}
 	return m.vmw.balloon.Ledger()
+}
+
+// addVirtioBalloon creates the virtio-balloon device of a machine whose
+// balloon is virtio (addVirtio puts it on PCI with the other virtio
+// devices), with a ledger of its own over the machine's RAM.
+func (m *machine) addVirtioBalloon(st *virtioState) error {
+	if m.cfg.balloonKind() != BalloonVirtio {
+		return nil
+	}
+	log := m.log.With("dev", "virtio-balloon")
+	dev, err := virtioballoon.New(virtioballoon.Config{
+		Ledger: balloon.NewLedger(m.mem, virtioballoon.Commands, log), Log: log})
+	if err != nil {
+		return err
+	}
+	st.balloon = dev
+	st.devs = append(st.devs, &virtioDev{name: "virtio-balloon", bus: m.cfg.PCIBus, dev: dev})
+	return nil
+}
+
+// carryVirtioBalloonTarget gives a new machine's virtio-balloon the target
+// of the machine it replaces (a guest reboot keeps the host's target, as
+// with the VMware balloon). setupVMware calls it: every machine passes
+// there once its devices exist, with the VM at hand.
+func (m *machine) carryVirtioBalloonTarget(vm *VM) {
+	vb := m.virtioBalloon()
+	if vb == nil {
+		return
+	}
+	if prev := vm.previousBalloon(); prev != nil && prev != vb.Ledger() {
+		if err := vb.SetTarget(prev.Target()); err != nil {
+			m.log.Warn("balloon target not carried over the reboot", "err", err)
+		}
+	}
+}
+
+// virtioBalloon is the machine's virtio-balloon, or nil.
+func (m *machine) virtioBalloon() *virtioballoon.Device {
+	if m == nil || m.virtio == nil {
+		return nil
+	}
+	return m.virtio.balloon
 }
 
 // pio serves the backdoor and balloon ports (machine.PIO); false means
@@ -182,11 +248,15 @@ func (s *vmwareState) pio(v *vcpu.VCPU, port uint16, data []byte, write bool) bo
 
 // BalloonStats is a VM's memory balloon (GET /vm/balloon).
 type BalloonStats struct {
-	// Kind is the balloon's protocol: "vmware" (Linux's vmw_balloon).
+	// Kind is the balloon's protocol: "vmware" (Linux's vmw_balloon) or
+	// "virtio" (virtio-balloon, Linux's virtio_balloon).
 	Kind string `json:"kind"`
 	balloon.Stats
 	// VMware is the protocol state with the guest's vmw_balloon driver.
 	VMware *balloon.VMwareState `json:"vmware,omitempty"`
+	// Virtio is virtio-balloon's side: the driver's state, free page
+	// reporting, and the guest's memory statistics.
+	Virtio *virtioballoon.State `json:"virtio,omitempty"`
 }
 
 // vmwBalloon returns the current machine's VMware balloon, or an error
@@ -196,15 +266,51 @@ func (vm *VM) vmwBalloon() (*balloon.VMware, error) {
 	m := vm.m
 	vm.mu.Unlock()
 	if m == nil || m.vmw == nil || m.vmw.balloon == nil {
-		return nil, fmt.Errorf("%w (personality %s, balloon %q): a balloon needs personality vmware",
+		return nil, fmt.Errorf("%w (personality %s, balloon %q): start it with --balloon virtio, or with personality vmware",
 			ErrNoBalloon, vm.cfg.Personality, vm.cfg.Balloon)
 	}
 	return m.vmw.balloon, nil
 }
 
+// currentVirtioBalloon is the current machine's virtio-balloon, or nil.
+func (vm *VM) currentVirtioBalloon() *virtioballoon.Device {
+	vm.mu.Lock()
+	m := vm.m
+	vm.mu.Unlock()
+	return m.virtioBalloon()
+}
+
+// virtioBalloonStats is BalloonStats for virtio-balloon. With fresh, the
+// device first asks the guest's driver for new memory statistics and waits
+// up to balloonStatsWait; a guest that does not answer leaves the last ones
+// (GuestStats.Fresh false).
+func (vm *VM) virtioBalloonStats(vb *virtioballoon.Device, fresh bool) BalloonStats {
+	var g virtioballoon.GuestStats
+	var err error
+	if fresh {
+		ctx, cancel := context.WithTimeout(context.Background(), balloonStatsWait)
+		g, err = vb.RequestStats(ctx)
+		cancel()
+		if err != nil {
+			vm.log.Debug("balloon: no fresh statistics from the guest", "err", err)
+		}
+	}
+	st := vb.State()
+	if fresh && err == nil {
+		st.GuestStats = &g // the answer itself, marked fresh
+	}
+	return BalloonStats{Kind: BalloonVirtio, Stats: vb.Ledger().Stats(), Virtio: &st}
+}
+
 // BalloonStats returns the balloon's target, the pages it holds, the host
 // memory it gave back and its counters; on a stopped VM, the last ones.
+// With virtio-balloon on a running VM it first asks the guest for fresh
+// memory statistics (free, available, total memory), waiting at most
+// balloonStatsWait.
 func (vm *VM) BalloonStats() (BalloonStats, error) {
+	if vb := vm.currentVirtioBalloon(); vb != nil {
+		return vm.virtioBalloonStats(vb, vm.State() == StateRunning), nil
+	}
 	b, err := vm.vmwBalloon()
 	if err != nil {
 		return BalloonStats{}, err
@@ -215,13 +321,22 @@ func (vm *VM) BalloonStats() (BalloonStats, error) {
 
 // SetBalloonTarget sets the balloon's target: how much memory, in bytes,
 // the guest's balloon driver should take from the guest and hand to the
-// host (the balloon size, as vmw_balloon's GET_TARGET means it; not what
-// the guest keeps). 0 gives everything back. It must be a multiple of
-// 4 KiB and at most the guest's RAM (errors wrap balloon.ErrTarget). The
-// driver polls for it about once a second; the stats show it follow.
+// host (the balloon size, as vmw_balloon's GET_TARGET and virtio-balloon's
+// num_pages mean it; not what the guest keeps). 0 gives everything back.
+// It must be a multiple of 4 KiB and at most the guest's RAM (errors wrap
+// balloon.ErrTarget). vmw_balloon polls for it about once a second;
+// virtio-balloon's driver gets a configuration interrupt at once. The
+// stats show it follow.
 func (vm *VM) SetBalloonTarget(bytes uint64) (BalloonStats, error) {
 	if s := vm.State(); s == StateStopped {
 		return BalloonStats{}, fmt.Errorf("balloon target: %w: VM is %s", ErrState, s)
+	}
+	if vb := vm.currentVirtioBalloon(); vb != nil {
+		if err := vb.SetTarget(bytes); err != nil {
+			return BalloonStats{}, err
+		}
+		vm.log.Info("balloon target set", "bytes", bytes, "size", Size(bytes).String(), "kind", BalloonVirtio)
+		return vm.virtioBalloonStats(vb, false), nil
 	}
 	b, err := vm.vmwBalloon()
 	if err != nil {

@@ -37,7 +37,8 @@ func TestValidateBalloon(t *testing.T) {
 		{"kvm", "", BalloonNone, ""},
 		{"hyperv", "none", BalloonNone, ""},
 		{"kvm", "vmware", "", "needs personality vmware"},
-		{"kvm", "virtio", "", "not built yet"},
+		{"kvm", "virtio", BalloonVirtio, ""},
+		{"vmware", "virtio", BalloonVirtio, ""},
 		{"vmware", "qemu", "", `balloon "qemu"`},
 	} {
 		c := Config{Personality: tc.personality, Balloon: tc.balloon}

@@ -136,8 +136,9 @@ type Config struct {
 	// "kernel" or "user".
 	HyperVBackend string `json:"hyperv_backend,omitempty"`
 	// Balloon is the memory balloon: "none", "vmware" (personality vmware)
-	// or "virtio" (not built yet); empty is the personality's own (vmware
-	// for personality vmware, none otherwise). See balloon.go.
+	// or "virtio" (virtio-balloon on PCI, any personality); empty is the
+	// personality's own (vmware for personality vmware, none otherwise).
+	// See balloon.go.
 	Balloon string `json:"balloon,omitempty"`
 	// HugePages backs guest RAM with hugetlbfs pages.
 	HugePages bool `json:"hugepages,omitempty"`
@@ -157,6 +158,11 @@ type Config struct {
 	RNG     bool         `json:"rng,omitempty"`
 	Console string       `json:"console,omitempty"`
 	PCIBus  int          `json:"pci_bus,omitempty"`
+	// Net are the network interfaces, one virtio-net device each, in the
+	// --net syntax (ParseNet, net.go): "tap=NAME|auto[,mac=..][,vhost=
+	// on|off|auto][,queues=N][,bridge=BR][,bus=N]" or "macvtap=PARENT[,
+	// mode=bridge|vepa|private|passthru][,...]".
+	Net []string `json:"net,omitempty"`
 
 	// virtioNoIOEventFD makes this package's tests take the MMIO
 	// notification path. Unexported: no real VM wants it.
@@ -231,6 +237,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := validateVirtio(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateNet(c); err != nil {
 		errs = append(errs, err)
 	}
 	if c.OnReboot != OnRebootReboot && c.OnReboot != OnRebootExit {

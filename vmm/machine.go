@@ -102,6 +102,9 @@ func newMachine(cfg Config, kvmFd uintptr, serialOut io.Writer, vm *VM, log *slo
 	if err := m.addVirtio(serialOut); err != nil { // attached to PCI by addPCI
 		return nil, err
 	}
+	if err := m.addNet(vm.net); err != nil { // virtio-net on the VM's taps (net.go)
+		return nil, err
+	}
 	if err := m.addPCI(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kvmm/kvmm/devices"
+	"github.com/kvmm/kvmm/devices/virtio"
 )
 
 // Metrics is a snapshot of the VM's counters.
@@ -17,6 +18,9 @@ type Metrics struct {
 	// PIO and MMIO are the device ranges by accesses, busiest first.
 	PIO  []devices.RangeStats `json:"pio"`
 	MMIO []devices.RangeStats `json:"mmio"`
+	// Devices has the virtio devices' transport counters (notifications,
+	// interrupts, resets, errors) by device name.
+	Devices map[string]virtio.TransportMetrics `json:"devices,omitempty"`
 	// Reboots counts guest reboots since the VM was created.
 	Reboots uint64 `json:"reboots"`
 }
@@ -48,6 +52,12 @@ func (vm *VM) Metrics(top int) Metrics {
 		for k, n := range s.Exits {
 			out.Exits[k] += n
 		}
+	}
+	for name, t := range m.virtioTransports() {
+		if out.Devices == nil {
+			out.Devices = map[string]virtio.TransportMetrics{}
+		}
+		out.Devices[name] = t.Metrics()
 	}
 	out.PIO = busiest(m.pio.Stats(), top)
 	out.MMIO = busiest(m.mmio.Stats(), top)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvmm/kvmm/devices/pci"
 	"github.com/kvmm/kvmm/devices/virtio"
+	virtioballoon "github.com/kvmm/kvmm/devices/virtio/balloon"
 	"github.com/kvmm/kvmm/devices/virtio/blk"
 	"github.com/kvmm/kvmm/devices/virtio/console"
 	"github.com/kvmm/kvmm/devices/virtio/rng"
@@ -156,6 +157,12 @@ func validateVirtio(c *Config) error {
 			perBus[c.PCIBus]++
 		}
 	}
+	if c.balloonKind() == BalloonVirtio { // virtio-balloon (balloon.go)
+		if err := checkBus("balloon virtio: pci-bus", c.PCIBus); err != nil {
+			errs = append(errs, err)
+		}
+		perBus[c.PCIBus]++
+	}
 	for bus, n := range perBus {
 		free := pciSlotsPerBus
 		if bus == 0 {
@@ -171,7 +178,8 @@ func validateVirtio(c *Config) error {
 // virtioState is the machine's virtio devices.
 type virtioState struct {
 	devs    []*virtioDev
-	console *console.Device // the VM's console when Config.Console is virtio
+	console *console.Device       // the VM's console when Config.Console is virtio
+	balloon *virtioballoon.Device // the VM's balloon when Config.Balloon is virtio
 }
 
 type virtioDev struct {
@@ -207,7 +215,7 @@ func (m *machine) addVirtio(serialOut io.Writer) error {
 		st.console = c
 		st.devs = append(st.devs, &virtioDev{name: "virtio-console", bus: m.cfg.PCIBus, dev: c})
 	}
-	return nil
+	return m.addVirtioBalloon(st) // balloon.go
 }
 
 // ioeventfdAnyLength is KVM_CAP_IOEVENTFD_ANY_LENGTH: a zero-length

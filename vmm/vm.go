@@ -87,6 +87,9 @@ type VM struct {
 	reboots     uint64
 	done        chan struct{}
 	events      eventBus
+	// net is the host side of the network interfaces (net.go): opened by
+	// New, kept across reboots, removed when the VM ends.
+	net *netHost
 }
 
 // event is something that ends or restarts the current machine.
@@ -119,9 +122,14 @@ func New(cfg Config, opts Options) (*VM, error) {
 		f.Close()
 		return nil, err
 	}
+	if vm.net, err = openNetHost(cfg, log); err != nil {
+		f.Close()
+		return nil, err
+	}
 	m, err := newMachine(cfg, f.Fd(), serial, vm, log)
 	if err != nil {
 		f.Close()
+		vm.net.close() // a failed start leaves no tap behind
 		return nil, err
 	}
 	vm.m = m
@@ -305,6 +313,11 @@ func (vm *VM) finish(r Result) {
 	vm.state, vm.result = StateStopped, &r
 	vm.mu.Unlock()
 	vm.kvm.Close()
+	// Every way a VM ends comes here (the machine, and with it every
+	// device on the taps, is closed by now): remove the host's network
+	// interfaces before anyone waiting on done, such as the CLI's signal
+	// path, lets the process exit.
+	vm.net.close()
 	vm.log.Info("VM stopped", "status", r.Status, "reason", r.Reason)
 	status := r.Status
 	vm.events.publish(Event{Type: "state", State: StateStopped, Detail: r.Reason, Status: &status})

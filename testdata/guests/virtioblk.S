@@ -2,7 +2,9 @@
 # way Linux's virtio_pci_modern and virtio_blk drivers do it, with polling
 # instead of interrupt handlers (this host's emulator cannot IRET).
 #
-#  * PAE paging first: 0-1 GiB and 3-4 GiB identity-mapped (2 MiB pages,
+#  * Paging first: long mode's 4-level tables, but the code stays 32-bit
+#    (compatibility mode: this host's emulator runs it, while legacy PAE
+#    paging fails here), 0-1 GiB and 3-4 GiB identity-mapped (2 MiB pages,
 #    the top GiB uncached for the local APIC), and every BAR the driver
 #    needs mapped into 1-2 GiB, so a 64-bit BAR above 4 GiB (where kvmm puts
 #    it) is reachable from 32-bit code as well as one below (SeaBIOS).
@@ -53,11 +55,14 @@
         .set MAX_DISKS, 4
         .set POLL_BUDGET, 5000000        # ~5-20 s of emulated polling
 
-        # Page tables (PAE) and the BAR window.
-        .set PDPT, 0x200000
-        .set PD0, 0x201000
-        .set PD1, 0x202000
-        .set PD3, 0x203000
+        # Page tables (4-level) and the BAR window.
+        .set PML4, 0x200000
+        .set PDPT, 0x201000
+        .set PD0, 0x202000
+        .set PD1, 0x203000
+        .set PD3, 0x204000
+        .set MSR_EFER, 0xc0000080
+        .set EFER_LME, 0x100
         .set BAR_WINDOW, 0x40000000
         .set PDE_RAM, 0x83               # present, writable, 2 MiB
         .set PDE_MMIO, 0x9b              # present, writable, PWT, PCD, 2 MiB
@@ -144,20 +149,23 @@ guest_main:
         PASS
 
 # ---------------------------------------------------------------------------
-# paging_init: PAE with 2 MiB pages: PD0 maps 0-1 GiB, PD3 3-4 GiB (uncached),
-# PD1 (1-2 GiB) is filled by map_bar. PDPTEs have only the present bit (the
-# others are reserved in PAE).
+# paging_init: IA-32e paging with 2 MiB pages, entered from 32-bit code
+# without a far jump to a 64-bit segment, so the CPU runs on in
+# compatibility mode: linear addresses stay 32-bit, physical ones may be
+# anywhere. PD0 maps 0-1 GiB, PD3 3-4 GiB (uncached), PD1 (1-2 GiB) is
+# filled by map_bar.
 # ---------------------------------------------------------------------------
 paging_init:
         pushal
-        movl $PDPT, %edi                 # PDPT and PD0..PD3: zero 5 pages
+        movl $PML4, %edi                 # PML4, PDPT, PD0, PD1, PD3: 5 pages
         movl $(5 * 1024), %ecx
         xorl %eax, %eax
         cld
         rep stosl
-        movl $(PD0 | 1), PDPT
-        movl $(PD1 | 1), PDPT + 8
-        movl $(PD3 | 1), PDPT + 24
+        movl $(PDPT | 3), PML4
+        movl $(PD0 | 3), PDPT
+        movl $(PD1 | 3), PDPT + 8
+        movl $(PD3 | 3), PDPT + 24
         xorl %ecx, %ecx
 1:      movl %ecx, %eax
         shll $21, %eax
@@ -171,16 +179,20 @@ paging_init:
         incl %ecx
         cmpl $512, %ecx
         jb 1b
-        movl $PDPT, %eax
-        movl %eax, %cr3
         movl %cr4, %eax
         orl $0x20, %eax                  # CR4.PAE
         movl %eax, %cr4
+        movl $PML4, %eax
+        movl %eax, %cr3
+        movl $MSR_EFER, %ecx
+        rdmsr
+        orl $EFER_LME, %eax
+        wrmsr
         movl %cr0, %eax
-        orl $0x80000000, %eax            # CR0.PG
+        orl $0x80000000, %eax            # CR0.PG: IA-32e, compatibility mode
         movl %eax, %cr0
         jmp 2f
-2:      PUTS "virtioblk: PAE paging on, BARs mapped from 0x40000000\n"
+2:      PUTS "virtioblk: paging on (compatibility mode), BARs mapped from 0x40000000\n"
         popal
         ret
 
@@ -849,8 +861,9 @@ do_request:
 2:      movw %ax, 28(%edi)
         movw $2, 30(%edi)
         movl $3, %edx
-3:      leal -16(%edi,%edx,8), %eax      # the status entry: index EDX-1
-        leal -16(%eax,%edx,8), %eax
+3:      leal -1(%edx), %eax              # the status entry: index EDX-1
+        shll $4, %eax
+        addl %edi, %eax
         pushl %ecx
         leal D_STATUS(%ebx), %ecx
         movl %ecx, 0(%eax)

@@ -18,6 +18,7 @@ import (
 	"github.com/kvmm/kvmm/devices/pci"
 	"github.com/kvmm/kvmm/devices/virtio"
 	"github.com/kvmm/kvmm/memory"
+	"golang.org/x/sys/unix"
 )
 
 // MSI addresses the harness programs: vector n is LAPIC vector BaseVector+n.
@@ -32,6 +33,11 @@ type Options struct {
 	MemSize uint64
 	// NoMSIX builds the function without an MSI router (INTx only).
 	NoMSIX bool
+	// VectorEventFDs gives every MSI-X vector a real eventfd (as KVM's
+	// router does, for irqfds): a backend that signals the guest itself,
+	// vhost, is handed these through Activation.CallFD. Without it
+	// CallFD reports none.
+	VectorEventFDs bool
 	// IOEventFDs registers a fake KVM: notifications to registered
 	// addresses signal the eventfd directly instead of exiting to the
 	// MMIO handler.
@@ -84,7 +90,7 @@ func New(t testing.TB, dev virtio.Device, o Options) *Harness {
 	}
 	var router pci.MSIRouter
 	if !o.NoMSIX {
-		h.Router = &Router{}
+		h.Router = &Router{eventFDs: o.VectorEventFDs}
 		router = h.Router
 	}
 	h.Root, err = pci.NewRoot(pci.RootConfig{PIO: h.PIO, MMIO: h.MMIO, Allocator: alloc, Router: router,
@@ -384,17 +390,35 @@ func (l *Lines) Raised() uint64 { return l.raised.Load() }
 
 // Router is a fake MSI router: each vector counts its deliveries.
 type Router struct {
-	mu      sync.Mutex
-	vectors []*Vector
+	mu       sync.Mutex
+	vectors  []*Vector
+	eventFDs bool
 }
 
 // NewVector implements pci.MSIRouter.
 func (r *Router) NewVector() (pci.MSIVector, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v := &Vector{}
+	v := &Vector{fd: -1}
+	if r.eventFDs {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return nil, err
+		}
+		v.fd = fd
+	}
 	r.vectors = append(r.vectors, v)
 	return v, nil
+}
+
+// EventFD is vector n's eventfd (Options.VectorEventFDs), or -1.
+func (r *Router) EventFD(n int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n >= len(r.vectors) {
+		return -1
+	}
+	return r.vectors[n].fd
 }
 
 // Fired is the number of interrupts delivered on vector n.
@@ -420,15 +444,38 @@ func (r *Router) WaitFired(n int, before uint64, timeout time.Duration) bool {
 // Vector is one fake MSI vector.
 type Vector struct {
 	fired atomic.Uint64
+	fd    int // -1 without Options.VectorEventFDs
 }
 
 func (v *Vector) SetMessage(uint64, uint32) error { return nil }
 func (v *Vector) Attach(bool) error               { return nil }
-func (v *Vector) Trigger() error                  { v.fired.Add(1); return nil }
-func (v *Vector) TakePending() (bool, error)      { return false, nil }
-func (v *Vector) Pending() bool                   { return false }
-func (v *Vector) EventFD() int                    { return -1 }
-func (v *Vector) Close() error                    { return nil }
+
+// Trigger counts the interrupt and, with an eventfd, signals it as KVM's
+// irqfd path would, so a test driver can sleep until its interrupt.
+func (v *Vector) Trigger() error {
+	v.fired.Add(1)
+	if v.fd >= 0 {
+		var one [8]byte
+		one[0] = 1
+		if _, err := unix.Write(v.fd, one[:]); err != nil && err != unix.EAGAIN {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Vector) TakePending() (bool, error) { return false, nil }
+func (v *Vector) Pending() bool              { return false }
+func (v *Vector) EventFD() int               { return v.fd }
+
+func (v *Vector) Close() error {
+	if v.fd < 0 {
+		return nil
+	}
+	fd := v.fd
+	v.fd = -1
+	return unix.Close(fd)
+}
 
 // IOEvents is a fake KVM_IOEVENTFD table.
 type IOEvents struct {
