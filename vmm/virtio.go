@@ -281,6 +281,9 @@ func (m *machine) closeVirtio() error {
 	if m.virtio == nil {
 		return nil
 	}
+	if b := m.virtio.balloon; b != nil {
+		b.Shutdown() // the closing reset is not the guest's: keep the last balloon stats
+	}
 	var errs []error
 	for _, d := range m.virtio.devs {
 		if d.t != nil {

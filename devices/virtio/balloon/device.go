@@ -92,6 +92,7 @@ type Device struct {
 	actual   uint32
 	report   bool          // the reporting queue is running
 	stats    *virtio.Queue // the statistics queue while the driver has one
+	closing  bool          // Shutdown: the next reset is the machine's end
 	held     bool          // the device holds the driver's statistics buffer
 	heldHead uint16
 	guest    GuestStats
@@ -293,7 +294,8 @@ func (d *Device) Activate(a virtio.Activation) error {
 // Reset implements virtio.Device: the workers stop, the statistics buffer
 // and actual are forgotten, and so are the held pages, as the guest's
 // driver has forgotten them (their memory stays with the host until the
-// guest touches it).
+// guest touches it). After Shutdown the held pages are kept: that reset is
+// the machine going away, not the guest's doing.
 func (d *Device) Reset() {
 	d.mu.Lock()
 	w := d.workers
@@ -305,13 +307,26 @@ func (d *Device) Reset() {
 	d.act, d.features, d.stats, d.report, d.held, d.actual = nil, 0, nil, false, false, 0
 	close(d.statsWake)
 	d.statsWake = make(chan struct{})
+	closing := d.closing
 	d.mu.Unlock()
+	if closing {
+		return
+	}
 	if st := d.ledger.Stats(); st.HeldBytes != 0 {
 		d.m.resetsHolding.Add(1)
 		d.log.Info("virtio-balloon: device reset while the balloon held pages; they are forgotten, as the guest forgot them",
 			"held_bytes", st.HeldBytes)
 	}
 	d.ledger.Reset()
+}
+
+// Shutdown tells the device its machine is going away: the transport's
+// closing reset keeps the ledger as it is, so the VM's last balloon stats
+// show what the guest held at the end.
+func (d *Device) Shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closing = true
 }
 
 // Close implements virtio.Device.

@@ -393,3 +393,18 @@ func TestDeflateOnOOM(t *testing.T) {
 		t.Errorf("after an OOM deflate: held %d, state %+v, errors %v", st.Held4K, s, st.Errors)
 	}
 }
+
+// TestShutdownKeepsLedger: the machine's closing reset (after Shutdown) is
+// not the guest's and keeps what the balloon held, for the last stats.
+func TestShutdownKeepsLedger(t *testing.T) {
+	r := newRig(t, 16<<20)
+	d := r.initDriver(t, allFeatures, linuxStats(8<<20, 1))
+	r.tell(t, d.inflate, r.pfnArray(t, pfnRange(8<<20, 16)))
+	r.dev.Shutdown()
+	if err := r.Transport.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.ledger.Stats(); st.Held4K != 16 || r.dev.Metrics().ResetsHolding != 0 {
+		t.Errorf("after the closing reset: held %d, metrics %+v", st.Held4K, r.dev.Metrics())
+	}
+}
