@@ -117,7 +117,6 @@ type netHost struct {
 
 // hostNIC is one --net option's host side.
 type hostNIC struct {
-	opt     NetOption
 	bus     int
 	tap     *vhost.Tap
 	backend *vhost.NetBackend // nil: the userspace backend
@@ -132,12 +131,11 @@ func openNetHost(c Config, log *slog.Logger) (*netHost, error) {
 	if len(c.Net) == 0 {
 		return nil, nil
 	}
-	h := &netHost{log: log, ns: -1}
 	ns, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("net: current network namespace: %w", err)
 	}
-	h.ns = ns
+	h := &netHost{log: log, ns: ns}
 	for i, s := range c.Net {
 		if err := h.open(i, s, c.PCIBus); err != nil {
 			return nil, errors.Join(fmt.Errorf("net %d (%s): %w", i, s, err), h.close())
@@ -155,7 +153,7 @@ func (h *netHost) open(i int, s string, defaultBus int) error {
 	if err != nil {
 		return err
 	}
-	nic := &hostNIC{opt: o, bus: defaultBus}
+	nic := &hostNIC{bus: defaultBus}
 	if o.Bus != nil {
 		nic.bus = *o.Bus
 	}

@@ -5,7 +5,8 @@
 #  * Paging, PCI scan and the transport as virtio_pci.inc does them; the
 #    first 1af4:1041 function is the NIC.
 #  * Set-up as virtnet_probe: reset (status 0, read back until 0),
-#    ACKNOWLEDGE, DRIVER; the device must offer VERSION_1 and MAC; driver
+#    ACKNOWLEDGE, DRIVER (negotiate); the device must offer VERSION_1 and
+#    MAC; driver
 #    features VERSION_1 plus the offered ones of MAC, STATUS, MRG_RXBUF,
 #    CTRL_VQ, CTRL_GUEST_OFFLOADS, GUEST_CSUM; FEATURES_OK must stick. The
 #    MAC and, with STATUS, LINK_UP from the device configuration. Queues
@@ -119,30 +120,12 @@ guest_main:
 # ---------------------------------------------------------------------------
 net_setup:
         pushal
-        call device_reset
-        movb $S_ACK, %al
-        call set_status
-        movb $S_DRIVER, %al
-        call set_status
-        call read_features
-        testl $1, feat_hi
-        jnz 1f
-        FAIL "the device does not offer VIRTIO_F_VERSION_1"
-1:      testl $F_MAC, feat_lo
-        jnz 2f
-        FAIL "the device does not offer VIRTIO_NET_F_MAC"
-2:      movl feat_lo, %eax
-        andl $WANT_LO, %eax
-        movl %eax, drv_lo
-        movl $1, drv_hi
-        call write_features
-        movb $S_FEATURES_OK, %al
-        call set_status
+        movl $WANT_LO, %eax
+        movl $F_MAC, %edx
+        movl verbose, %ecx
+        call negotiate
         movl common, %edi
-        testb $S_FEATURES_OK, C_STATUS(%edi)
-        jnz 3f
-        FAIL "FEATURES_OK refused for offered features"
-3:      movl devcfg, %esi                # struct virtio_net_config
+        movl devcfg, %esi                # struct virtio_net_config
         xorl %ecx, %ecx
 4:      movb (%esi,%ecx), %al            # byte reads, as virtio_cread_bytes
         movb %al, mac(,%ecx)
@@ -151,15 +134,6 @@ net_setup:
         jb 4b
         cmpl $0, verbose
         je 8f
-        PUTS "  device features "
-        movl feat_lo, %eax
-        movl feat_hi, %edx
-        call print_hex64
-        PUTS ", driver features "
-        movl drv_lo, %eax
-        movl drv_hi, %edx
-        call print_hex64
-        call newline
         PUTS "  mac "
         movl $mac, %esi
         call print_mac

@@ -36,6 +36,14 @@ const (
 	benchBatch     = 32 // chains published per notification (xmit_more)
 )
 
+// benchFrames are the frames both directions move: minimum and maximum
+// Ethernet frames, and 64 KiB TCP super-frames (TSO).
+var benchFrames = []struct {
+	name string
+	size int
+	gso  bool
+}{{"frame=64", 64, false}, {"frame=1514", 1514, false}, {"gso=65514", 65514, true}}
+
 // reportRate adds pkts/s and Gbit/s.
 func reportRate(b *testing.B, frames int, frameLen int) {
 	s := b.Elapsed().Seconds()
@@ -48,11 +56,7 @@ func reportRate(b *testing.B, frames int, frameLen int) {
 // stack drops the frames (nothing handles the EtherType, or nobody
 // listens on the TCP port).
 func BenchmarkTx(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		size int
-		gso  bool
-	}{{"frame=64", 64, false}, {"frame=1514", 1514, false}, {"gso=65514", 65514, true}} {
+	for _, tc := range benchFrames {
 		b.Run(tc.name, func(b *testing.B) {
 			netnstest.Run(b, func() { benchTx(b, tc.size, tc.gso) })
 		})
@@ -123,11 +127,7 @@ func benchTx(b *testing.B, size int, gso bool) {
 // packet socket, paced to stay within what the tap queues) and the driver
 // takes them from the used ring and makes the buffers available again.
 func BenchmarkRx(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		size int
-		gso  bool
-	}{{"frame=64", 64, false}, {"frame=1514", 1514, false}, {"gso=65514", 65514, true}} {
+	for _, tc := range benchFrames {
 		b.Run(tc.name, func(b *testing.B) {
 			netnstest.Run(b, func() { benchRx(b, tc.size, tc.gso) })
 		})

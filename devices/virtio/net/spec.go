@@ -95,10 +95,10 @@ const (
 	ctrlMaxData = 64
 )
 
-// MaxQueuePairs is the most queue pairs a device may have (spec:
-// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX is 0x8000; the tun driver's 256 queues
-// bound it well below that, and 2N+1 queues must fit the transport).
-const MaxQueuePairs = 256
+// MaxQueuePairs is the most queue pairs a device may have: the tun and
+// macvtap drivers' queue limit (the spec's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX,
+// 0x8000, is far above it), and 2N+1 queues fit the transport.
+const MaxQueuePairs = vhost.MaxQueuePairs
 
 // DefaultQueueSize is each virtqueue's maximum size: QEMU's default for
 // virtio-net, which Linux uses as it is.
