@@ -90,11 +90,15 @@ func requireStockKernelHost(t *testing.T) {
 }
 
 // bootDebian boots the Debian guest and returns its console output and result.
-func bootDebian(t *testing.T, cpus int, mem vmm.Size, cmdline string) (string, vmm.Result) {
+// adjust, if not nil, edits the config (devices) before the VM is built.
+func bootDebian(t *testing.T, cpus int, mem vmm.Size, cmdline string, adjust ...func(*vmm.Config)) (string, vmm.Result) {
 	t.Helper()
 	kernel, initrd := guestFiles(t)
 	requireStockKernelHost(t)
 	cfg := vmm.DefaultConfig()
+	for _, f := range adjust {
+		f(&cfg)
+	}
 	cfg.Kernel, cfg.Initrd, cfg.CPUs, cfg.Memory = kernel, initrd, cpus, mem
 	cfg.Cmdline = "console=ttyS0 panic=-1 reboot=k " + cmdline
 	cfg.OnReboot = vmm.OnRebootExit
@@ -118,6 +122,31 @@ func TestDebianBootsAndPowersOff(t *testing.T) {
 		t.Errorf("exit status %d (%s), want 0 (poweroff)", res.Status, res.Reason)
 	}
 	for _, want := range []string{"KVMM-INIT-REACHED", "KVMM-CHECK cpus=2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("console:\n%s", out)
+	}
+}
+
+// TestDebianVirtioDevices: the guest's own virtio_pci finds a virtio-blk
+// disk of the right size and a virtio-rng device on kvmm's PCI bus.
+func TestDebianVirtioDevices(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, make([]byte, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, res := bootDebian(t, 1, 512<<20, "kvmm.check=virtio,block", func(c *vmm.Config) {
+		c.Disks = []vmm.DiskConfig{{Path: img, Serial: "e2e"}}
+		c.RNG = true
+	})
+	if res.Status != 0 {
+		t.Errorf("exit status %d (%s), want 0 (poweroff)", res.Status, res.Reason)
+	}
+	// Device ids in /sys/bus/virtio/devices/*/device: 0x0002 block, 0x0004 rng.
+	for _, want := range []string{"KVMM-CHECK virtio=", "0x0002", "0x0004", "KVMM-CHECK block=", "vda:16384"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("console lacks %q", want)
 		}
