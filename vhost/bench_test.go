@@ -1,10 +1,10 @@
-package vhost
+package vhost_test
 
 import (
 	"fmt"
+	"github.com/kvmm/kvmm/internal/netnstest"
+	. "github.com/kvmm/kvmm/vhost"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // Raw tap throughput, the floor under a userspace virtio-net backend: no
@@ -21,7 +21,7 @@ import (
 func BenchmarkTapWrite(b *testing.B) {
 	for _, size := range []int{64, 1514} {
 		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) {
-			inNetns(b, func() {
+			netnstest.Run(b, func() {
 				tap, err := OpenTap(TapOptions{Name: TapAuto})
 				if err != nil {
 					b.Fatal(err)
@@ -47,21 +47,20 @@ func BenchmarkTapWrite(b *testing.B) {
 func BenchmarkTapRead(b *testing.B) {
 	for _, size := range []int{64, 1514} {
 		b.Run(fmt.Sprintf("frame=%d", size), func(b *testing.B) {
-			inNetns(b, func() {
+			netnstest.Run(b, func() {
 				tap, err := OpenTap(TapOptions{Name: TapAuto})
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer tap.Close()
 				ps := openPacketSock(b, tap.IfIndex(), false)
-				defer ps.close()
+				defer ps.Close()
 				q := tap.Queues()[0]
 				frame := testFrame(macA, macB, size, 0x22)
-				sa := &unix.SockaddrLinklayer{Ifindex: tap.IfIndex(), Protocol: htons(etherTypeTest)}
 				buf := make([]byte, 65536)
 				b.SetBytes(int64(size))
 				for b.Loop() {
-					if err := unix.Sendto(ps.fd, frame, 0, sa); err != nil {
+					if err := ps.Send(frame, VnetHdr{}); err != nil {
 						b.Fatal(err)
 					}
 					for {

@@ -1,9 +1,11 @@
-package vhost
+package vhost_test
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/kvmm/kvmm/internal/netnstest"
+	. "github.com/kvmm/kvmm/vhost"
 	"testing"
 	"time"
 
@@ -19,21 +21,21 @@ import (
 // the frame after the header, with the header's checksum and segmentation
 // requests understood (PACKET_VNET_HDR shows them as the kernel holds them).
 func TestTapWriteReachesHost(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tap.Close()
 		ps := openPacketSock(t, tap.IfIndex(), true)
-		defer ps.close()
+		defer ps.Close()
 		q := tap.Queues()[0]
 
 		plain := testFrame(macB, macA, 100, 0x5a)
 		if _, err := q.Write(withHdr(VnetHdr{}, plain)); err != nil {
 			t.Fatal(err)
 		}
-		hdr, got := ps.recv(t, func(f []byte) bool { return isTestFrame(f, 0x5a) })
+		hdr, got := recv(t, ps, func(f []byte) bool { return isTestFrame(f, 0x5a) })
 		if !bytes.Equal(got, plain) {
 			t.Errorf("plain frame arrived as % x, want % x", got, plain)
 		}
@@ -45,7 +47,7 @@ func TestTapWriteReachesHost(t *testing.T) {
 		if _, err := q.Write(withHdr(uh, udp)); err != nil {
 			t.Fatal(err)
 		}
-		hdr, got = ps.recv(t, func(f []byte) bool { return isIPv4Proto(f, unix.IPPROTO_UDP) })
+		hdr, got = recv(t, ps, func(f []byte) bool { return isIPv4Proto(f, unix.IPPROTO_UDP) })
 		if !bytes.Equal(got, udp) {
 			t.Errorf("UDP frame changed on the way")
 		}
@@ -59,7 +61,7 @@ func TestTapWriteReachesHost(t *testing.T) {
 		if _, err := q.Write(withHdr(th, tcp)); err != nil {
 			t.Fatal(err)
 		}
-		hdr, got = ps.recv(t, func(f []byte) bool { return isIPv4Proto(f, unix.IPPROTO_TCP) })
+		hdr, got = recv(t, ps, func(f []byte) bool { return isIPv4Proto(f, unix.IPPROTO_TCP) })
 		if len(got) != len(tcp) || hdr.GSOType != VnetHdrGSOTCPv4 || hdr.GSOSize != 1000 {
 			t.Errorf("TSO frame arrived as %d bytes, header %+v; want %d bytes, TCPv4 gso 1000", len(got), hdr, len(tcp))
 		}
@@ -77,18 +79,18 @@ func TestTapWriteReachesHost(t *testing.T) {
 // queue behind a 12-byte header, so TUNSETVNETHDRSZ took effect (with the
 // default 10 the frame would start two bytes early).
 func TestTapReadFromHost(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tap.Close()
 		ps := openPacketSock(t, tap.IfIndex(), false)
-		defer ps.close()
+		defer ps.Close()
 		for i, size := range []int{60, 1514} {
 			marker := byte(0x70 + i)
 			f := testFrame(macA, macB, size, marker)
-			ps.send(t, f, VnetHdr{})
+			send(t, ps, f, VnetHdr{})
 			hdrs, frames := readQueue(t, tap.Queues()[0], 2*time.Second, 1, func(b []byte) bool { return isTestFrame(b, marker) })
 			if len(frames) != 1 {
 				t.Fatalf("size %d: no frame read from the tap", size)
@@ -108,14 +110,14 @@ func TestTapReadFromHost(t *testing.T) {
 // guest gets partial checksums and GSO frames, exactly what GUEST_CSUM and
 // GUEST_TSO4 promise the driver.
 func TestTapOffloadsOnTheWire(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tap.Close()
 		ps := openPacketSock(t, tap.IfIndex(), true)
-		defer ps.close()
+		defer ps.Close()
 		q := tap.Queues()[0]
 		isUDP := func(b []byte) bool { return isIPv4Proto(b, unix.IPPROTO_UDP) }
 		isTCP := func(b []byte) bool { return isIPv4Proto(b, unix.IPPROTO_TCP) }
@@ -123,12 +125,12 @@ func TestTapOffloadsOnTheWire(t *testing.T) {
 		tcp, th := tcpGSOFrame(3000, 1000)
 
 		// Offloads off (as opened): complete checksums, segmented TCP.
-		ps.send(t, udp, uh)
+		send(t, ps, udp, uh)
 		hdrs, frames := readQueue(t, q, 2*time.Second, 1, isUDP)
 		if len(frames) != 1 || hdrs[0].Flags&VnetHdrFNeedsCsum != 0 || !l4ChecksumOK(frames[0]) {
 			t.Errorf("no offloads: UDP header %+v checksum ok %v, want a complete checksum", hdrs, len(frames) == 1 && l4ChecksumOK(frames[0]))
 		}
-		ps.send(t, tcp, th)
+		send(t, ps, tcp, th)
 		hdrs, frames = readQueue(t, q, 2*time.Second, 3, isTCP)
 		if len(frames) != 3 {
 			t.Fatalf("no offloads: TSO frame read as %d frames, want 3 segments", len(frames))
@@ -143,7 +145,7 @@ func TestTapOffloadsOnTheWire(t *testing.T) {
 		if err := tap.SetOffload(1 << FeatureNetGuestCsum); err != nil {
 			t.Fatal(err)
 		}
-		ps.send(t, udp, uh)
+		send(t, ps, udp, uh)
 		hdrs, frames = readQueue(t, q, 2*time.Second, 1, isUDP)
 		if len(frames) != 1 || hdrs[0].Flags&VnetHdrFNeedsCsum == 0 || hdrs[0].CsumStart != uh.CsumStart || hdrs[0].CsumOffset != uh.CsumOffset {
 			t.Errorf("GUEST_CSUM: UDP header %+v, want NEEDS_CSUM %d/%d", hdrs, uh.CsumStart, uh.CsumOffset)
@@ -153,7 +155,7 @@ func TestTapOffloadsOnTheWire(t *testing.T) {
 		if err := tap.SetOffload(1<<FeatureNetGuestCsum | 1<<FeatureNetGuestTSO4); err != nil {
 			t.Fatal(err)
 		}
-		ps.send(t, tcp, th)
+		send(t, ps, tcp, th)
 		hdrs, frames = readQueue(t, q, 2*time.Second, 1, isTCP)
 		if len(frames) != 1 || len(frames[0]) != len(tcp) || hdrs[0].GSOType != VnetHdrGSOTCPv4 || hdrs[0].GSOSize != 1000 {
 			t.Errorf("GUEST_TSO4: read %d frames, header %+v; want one %d-byte TCPv4 GSO frame", len(frames), hdrs, len(tcp))
@@ -165,21 +167,21 @@ func TestTapOffloadsOnTheWire(t *testing.T) {
 // over both; with one detached (SetActiveQueues(1)) everything lands on
 // queue 0.
 func TestTapMultiQueueSteering(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto, Queues: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tap.Close()
 		ps := openPacketSock(t, tap.IfIndex(), false)
-		defer ps.close()
+		defer ps.Close()
 		const flows = 64
 		send := func() {
 			for i := 0; i < flows; i++ {
 				f, _ := udpFrame(uint16(20000+i), []byte("flow"))
 				// A complete checksum: this socket sends no vnet header.
 				binary.BigEndian.PutUint16(f[ethHdrLen+ipv4HdrLen+6:], 0)
-				ps.send(t, f, VnetHdr{})
+				send(t, ps, f, VnetHdr{})
 			}
 		}
 		count := func(q *Queue, wait time.Duration) int {
@@ -206,7 +208,7 @@ func TestTapMultiQueueSteering(t *testing.T) {
 // on the parent from the wire (the veth peer) and is read from the queue,
 // and a frame written to the queue leaves through the parent.
 func TestMacvtapFrames(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		parent, peer, done := makeParent(t)
 		defer done()
 		if peer == "" {
@@ -222,11 +224,11 @@ func TestMacvtapFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		ps := openPacketSock(t, pl.Attrs().Index, false)
-		defer ps.close()
+		defer ps.Close()
 		q := tap.Queues()[0]
 
 		in := testFrame(macA, macB, 200, 0x33)
-		ps.send(t, in, VnetHdr{})
+		send(t, ps, in, VnetHdr{})
 		_, frames := readQueue(t, q, 2*time.Second, 1, func(b []byte) bool { return isTestFrame(b, 0x33) })
 		if len(frames) != 1 || !bytes.Equal(frames[0], in) {
 			t.Fatalf("frame to the macvtap's MAC: read %d frames", len(frames))
@@ -236,7 +238,7 @@ func TestMacvtapFrames(t *testing.T) {
 		if _, err := q.Write(withHdr(VnetHdr{}, out)); err != nil {
 			t.Fatal(err)
 		}
-		_, got := ps.recv(t, func(b []byte) bool { return isTestFrame(b, 0x44) })
+		_, got := recv(t, ps, func(b []byte) bool { return isTestFrame(b, 0x44) })
 		if !bytes.Equal(got, out) {
 			t.Errorf("frame written to the macvtap arrived as % x...", got[:16])
 		}

@@ -1,14 +1,17 @@
-package vhost
+package vhost_test
 
 import (
 	"encoding/binary"
 	"errors"
+	. "github.com/kvmm/kvmm/vhost"
 	"net"
 	"os"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kvmm/kvmm/internal/netnstest"
 )
 
 // Frames for the data-path tests. They carry documentation addresses
@@ -31,9 +34,6 @@ const (
 	ipv4HdrLen    = 20
 	udpHdrLen     = 8
 	tcpHdrLen     = 20
-	// virtioNetHdrLen is the 10-byte struct virtio_net_hdr that packet
-	// sockets use with PACKET_VNET_HDR (no num_buffers).
-	virtioNetHdrLen = 10
 )
 
 func ethHeader(dst, src net.HardwareAddr, etherType uint16) []byte {
@@ -149,82 +149,31 @@ func isTestFrame(frame []byte, marker byte) bool {
 	return len(frame) > ethHdrLen && binary.BigEndian.Uint16(frame[12:]) == etherTypeTest && frame[ethHdrLen] == marker
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// packetSock is an AF_PACKET socket bound to one interface: the host side
-// of the data-path tests.
-type packetSock struct {
-	fd      int
-	ifindex int
-	vnetHdr bool
-}
-
-func openPacketSock(tb testing.TB, ifindex int, vnetHdr bool) *packetSock {
+// openPacketSock is the host side of the data-path tests: a packet socket
+// bound to ifindex, closed when the test ends.
+func openPacketSock(tb testing.TB, ifindex int, vnetHdr bool) *netnstest.PacketSocket {
 	tb.Helper()
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		tb.Fatalf("packet socket: %v", err)
-	}
-	if vnetHdr {
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-			unix.Close(fd)
-			tb.Fatalf("PACKET_VNET_HDR: %v", err)
-		}
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
-		unix.Close(fd)
-		tb.Fatalf("bind packet socket to ifindex %d: %v", ifindex, err)
-	}
-	tv := unix.NsecToTimeval(int64(2 * time.Second))
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		tb.Fatal(err)
-	}
-	return &packetSock{fd: fd, ifindex: ifindex, vnetHdr: vnetHdr}
+	return netnstest.OpenPacket(tb, ifindex, vnetHdr)
 }
-
-func (p *packetSock) close() { unix.Close(p.fd) }
 
 // send transmits frame out of the interface, with hdr in front when the
 // socket has PACKET_VNET_HDR.
-func (p *packetSock) send(tb testing.TB, frame []byte, hdr VnetHdr) {
+func send(tb testing.TB, ps *netnstest.PacketSocket, frame []byte, hdr VnetHdr) {
 	tb.Helper()
-	buf := frame
-	if p.vnetHdr {
-		h := make([]byte, TapVnetHdrLen)
-		hdr.Put(h)
-		buf = append(h[:virtioNetHdrLen], frame...)
-	}
-	sa := &unix.SockaddrLinklayer{Ifindex: p.ifindex, Protocol: htons(binary.BigEndian.Uint16(frame[12:]))}
-	if err := unix.Sendto(p.fd, buf, 0, sa); err != nil {
-		tb.Fatalf("packet socket send: %v", err)
+	if err := ps.Send(frame, hdr); err != nil {
+		tb.Fatal(err)
 	}
 }
 
-// recv returns the next incoming (not outgoing) frame that match accepts.
-func (p *packetSock) recv(tb testing.TB, match func([]byte) bool) (VnetHdr, []byte) {
+// recv returns the next incoming (not outgoing) frame that match accepts,
+// waiting at most 2 s.
+func recv(tb testing.TB, ps *netnstest.PacketSocket, match func([]byte) bool) (VnetHdr, []byte) {
 	tb.Helper()
-	buf := make([]byte, 65536+virtioNetHdrLen)
-	for {
-		n, from, err := unix.Recvfrom(p.fd, buf, 0)
-		if err != nil {
-			tb.Fatalf("packet socket recv: %v", err)
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue
-		}
-		b := buf[:n]
-		var hdr VnetHdr
-		if p.vnetHdr {
-			var h [TapVnetHdrLen]byte
-			copy(h[:], b[:virtioNetHdrLen])
-			hdr, _ = ParseVnetHdr(h[:])
-			b = b[virtioNetHdrLen:]
-		}
-		if match(b) {
-			return hdr, append([]byte(nil), b...)
-		}
+	hdr, f, err := ps.Recv(2*time.Second, match)
+	if err != nil {
+		tb.Fatalf("packet socket recv: %v", err)
 	}
+	return hdr, f
 }
 
 // readQueue returns the frames match accepts that arrive on q within wait,

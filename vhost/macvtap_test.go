@@ -1,9 +1,11 @@
-package vhost
+package vhost_test
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/kvmm/kvmm/internal/netnstest"
+	. "github.com/kvmm/kvmm/vhost"
 	"net"
 	"os"
 	"strings"
@@ -43,7 +45,7 @@ func makeParent(t *testing.T) (parent, peer string, done func()) {
 }
 
 func TestMacvtapCreatedOpenedRemoved(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		parent, _, done := makeParent(t)
 		defer done()
 		mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
@@ -52,7 +54,7 @@ func TestMacvtapCreatedOpenedRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tap.Close()
-		if tap.Kind() != KindMacvtap || !tap.Created() || !strings.HasPrefix(tap.Name(), macvtapNamePrefix) {
+		if tap.Kind() != KindMacvtap || !tap.Created() || !strings.HasPrefix(tap.Name(), MacvtapNamePrefix) {
 			t.Errorf("kind %s created %v name %s", tap.Kind(), tap.Created(), tap.Name())
 		}
 		l, err := netlink.LinkByName(tap.Name())
@@ -106,7 +108,7 @@ func TestMacvtapCreatedOpenedRemoved(t *testing.T) {
 }
 
 func TestMacvtapModes(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		parent, _, done := makeParent(t)
 		defer done()
 		for _, mode := range []string{MacvtapBridge, MacvtapVEPA, MacvtapPrivate, MacvtapPassthru} {
@@ -131,7 +133,7 @@ func TestMacvtapModes(t *testing.T) {
 }
 
 func TestMacvtapTwoOnOneParent(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		parent, _, done := makeParent(t)
 		defer done()
 		a, err := OpenMacvtap(MacvtapOptions{Parent: parent})
@@ -151,7 +153,7 @@ func TestMacvtapTwoOnOneParent(t *testing.T) {
 }
 
 func TestMacvtapErrors(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		var c Cleanup
 		if _, err := OpenMacvtap(MacvtapOptions{Parent: "nosuch0", Cleanup: &c}); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 			t.Errorf("missing parent: %v", err)
@@ -186,9 +188,9 @@ func TestMacvtapErrors(t *testing.T) {
 	})
 }
 
-// openMacvtapQueue refuses a /dev/tapN that belongs to another link.
+// OpenMacvtapQueue refuses a /dev/tapN that belongs to another link.
 func TestMacvtapNodeIdentityChecked(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		parent, _, done := makeParent(t)
 		defer done()
 		tap, err := OpenMacvtap(MacvtapOptions{Parent: parent})
@@ -197,19 +199,19 @@ func TestMacvtapNodeIdentityChecked(t *testing.T) {
 		}
 		defer tap.Close()
 		path := fmt.Sprintf("/dev/tap%d", tap.IfIndex())
-		q, err := openMacvtapQueue(path, tap.Name(), tap.MAC())
+		q, err := OpenMacvtapQueue(path, tap.Name(), tap.MAC())
 		if err != nil {
 			t.Fatalf("own node: %v", err)
 		}
-		q.f.Close()
+		q.CloseFile()
 		other := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
-		if _, err := openMacvtapQueue(path, tap.Name(), other); err == nil || !strings.Contains(err.Error(), "belongs to") {
+		if _, err := OpenMacvtapQueue(path, tap.Name(), other); err == nil || !strings.Contains(err.Error(), "belongs to") {
 			t.Errorf("node with another MAC: %v", err)
 		}
-		if _, err := openMacvtapQueue(path, "kvmmvt99", tap.MAC()); err == nil {
+		if _, err := OpenMacvtapQueue(path, "kvmmvt99", tap.MAC()); err == nil {
 			t.Error("node with another name accepted")
 		}
-		if _, err := openMacvtapQueue("/dev/null", tap.Name(), tap.MAC()); !errors.Is(err, unix.ENOTTY) {
+		if _, err := OpenMacvtapQueue("/dev/null", tap.Name(), tap.MAC()); !errors.Is(err, unix.ENOTTY) {
 			t.Errorf("/dev/null: %v, want ENOTTY from TUNGETIFF", err)
 		}
 	})

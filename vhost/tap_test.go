@@ -1,7 +1,9 @@
-package vhost
+package vhost_test
 
 import (
 	"errors"
+	"github.com/kvmm/kvmm/internal/netnstest"
+	. "github.com/kvmm/kvmm/vhost"
 	"strings"
 	"testing"
 
@@ -39,7 +41,7 @@ func checkVnetHdr(t *testing.T, tap *Tap) {
 }
 
 func TestTapAutoCreatedAndRemoved(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto})
 		if err != nil {
 			t.Fatal(err)
@@ -79,7 +81,7 @@ func TestTapAutoCreatedAndRemoved(t *testing.T) {
 }
 
 func TestTapAutoMultiQueue(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto, Queues: 4})
 		if err != nil {
 			t.Fatal(err)
@@ -158,7 +160,7 @@ func makePersistentTap(t *testing.T, name string, multiQueue bool) {
 }
 
 func TestTapExistingReusedNotRemoved(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		makePersistentTap(t, "pre0", false)
 		defer netlink.LinkDel(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "pre0"}})
 		tap, err := OpenTap(TapOptions{Name: "pre0"})
@@ -190,7 +192,7 @@ func TestTapExistingReusedNotRemoved(t *testing.T) {
 }
 
 func TestTapExistingMultiQueue(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		makePersistentTap(t, "mq0", true)
 		makePersistentTap(t, "sq0", false)
 		defer netlink.LinkDel(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "mq0"}})
@@ -222,7 +224,7 @@ func TestTapExistingMultiQueue(t *testing.T) {
 }
 
 func TestTapByNameCreatedWhenMissing(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: "guest0", Queues: 2})
 		if err != nil {
 			t.Fatal(err)
@@ -238,7 +240,7 @@ func TestTapByNameCreatedWhenMissing(t *testing.T) {
 }
 
 func TestTapNameOfOtherKind(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err := netlink.LinkAdd(br); err != nil {
 			t.Fatal(err)
@@ -288,7 +290,7 @@ func masterOf(t *testing.T, name string) int {
 }
 
 func TestTapBridgeAttach(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		br := makeBridge(t, "kbr0")
 		defer netlink.LinkDel(br)
 		tap, err := OpenTap(TapOptions{Name: TapAuto, Bridge: "kbr0"})
@@ -323,7 +325,7 @@ func TestTapBridgeAttach(t *testing.T) {
 // bridge) must leave nothing behind, and the VM's Cleanup that was handed
 // the tap runs cleanly afterwards.
 func TestTapErrorPathCleansUp(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		var c Cleanup
 		_, err := OpenTap(TapOptions{Name: TapAuto, Queues: 2, Bridge: "nosuchbr", Cleanup: &c})
 		if err == nil || !strings.Contains(err.Error(), "nosuchbr") {
@@ -354,7 +356,7 @@ func TestTapErrorPathCleansUp(t *testing.T) {
 // when the VM fails later (a device that cannot start, a guest crash) and
 // the VMM runs it on its error path instead of closing the tap itself.
 func TestCleanupRemovesTapOnVMError(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		var c Cleanup
 		tap, err := OpenTap(TapOptions{Name: "vm0", Cleanup: &c})
 		if err != nil {
@@ -375,7 +377,7 @@ func TestCleanupRemovesTapOnVMError(t *testing.T) {
 
 func TestOffloadFlagsAcceptedByKernel(t *testing.T) {
 	guestBits := []uint{FeatureNetGuestCsum, FeatureNetGuestTSO4, FeatureNetGuestTSO6, FeatureNetGuestECN, FeatureNetGuestUFO}
-	inNetns(t, func() {
+	netnstest.Run(t, func() {
 		tap, err := OpenTap(TapOptions{Name: TapAuto})
 		if err != nil {
 			t.Fatal(err)
@@ -396,7 +398,7 @@ func TestOffloadFlagsAcceptedByKernel(t *testing.T) {
 		}
 		// And the kernel does refuse what OffloadFlags never produces.
 		for _, bad := range []uint{TunFTSO4, TunFUFO, TunFCsum | TunFTSOECN, TunFTSO6 | TunFTSOECN, 1 << 15} {
-			err := tap.setOffloadFlags(bad)
+			err := tap.SetOffloadFlags(bad)
 			if !errors.Is(err, unix.EINVAL) {
 				t.Errorf("TUNSETOFFLOAD %#x: %v, want EINVAL", bad, err)
 			}

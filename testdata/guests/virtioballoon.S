@@ -226,45 +226,14 @@ touch_balloon_pages:
 # ---------------------------------------------------------------------------
 balloon_probe:
         pushal
-        call device_reset
-        movb $S_ACK, %al
-        call set_status
-        movb $S_DRIVER, %al
-        call set_status
-        call read_features
-        testl $1, feat_hi
-        jnz 1f
-        FAIL "the device does not offer VIRTIO_F_VERSION_1"
-1:      movl feat_lo, %eax
-        andl $NEED_LO, %eax
-        cmpl $NEED_LO, %eax
-        je 2f
-        FAIL "the device does not offer STATS_VQ, DEFLATE_ON_OOM and REPORTING"
-2:      movl feat_lo, %eax
-        andl $WANT_LO, %eax
-        movl %eax, drv_lo
-        movl $1, drv_hi
-        call write_features
-        movb $S_FEATURES_OK, %al
-        call set_status
+        movl $WANT_LO, %eax              # driver features: the offered ones
+        movl $NEED_LO, %edx              # needed: STATS_VQ, DEFLATE_ON_OOM, REPORTING
+        movl verbose, %ecx               # print the features when verbose
+        call negotiate
         movl common, %edi
-        testb $S_FEATURES_OK, C_STATUS(%edi)
-        jnz 3f
-        FAIL "FEATURES_OK refused for offered features"
-3:      cmpl $0, verbose
-        je 4f
-        PUTS "  device features "
-        movl feat_lo, %eax
-        movl feat_hi, %edx
-        call print_hex64
-        PUTS ", driver features "
-        movl drv_lo, %eax
-        movl drv_hi, %edx
-        call print_hex64
-        call newline
 
         # init_vqs.
-4:      movl $0, held
+        movl $0, held
         movl $qrecs, %esi
         xorl %ebp, %ebp                 # next queue index
         movl $RINGS, %ebx

@@ -47,25 +47,11 @@
 # Then "virtioblk: N disks passed" and PASS.
 
         .include "lib.inc"
+        .include "virtio_pci.inc"
         GUEST virtioblk
 
-        .set CONFIG_ADDRESS, 0xcf8
-        .set CONFIG_DATA, 0xcfc
-        .set MAX_BUSES, 8
-        .set MAX_DISKS, 4
         .set POLL_BUDGET, 5000000        # ~5-20 s of emulated polling
 
-        # Page tables (4-level) and the BAR window.
-        .set PML4, 0x200000
-        .set PDPT, 0x201000
-        .set PD0, 0x202000
-        .set PD1, 0x203000
-        .set PD3, 0x204000
-        .set MSR_EFER, 0xc0000080
-        .set EFER_LME, 0x100
-        .set BAR_WINDOW, 0x40000000
-        .set PDE_RAM, 0x83               # present, writable, 2 MiB
-        .set PDE_MMIO, 0x9b              # present, writable, PWT, PCD, 2 MiB
         .set LAPIC, 0xfee00000
 
         # Per-disk DMA area: 64 KiB from DMA_BASE.
@@ -81,29 +67,6 @@
         .set D_WDATA, 0x2000             # 512-byte write buffer
         .set QSIZE, 16
 
-        # struct virtio_pci_common_cfg.
-        .set C_DFSELECT, 0x00
-        .set C_DF, 0x04
-        .set C_GFSELECT, 0x08
-        .set C_GF, 0x0c
-        .set C_MSIX, 0x10
-        .set C_NUMQ, 0x12
-        .set C_STATUS, 0x14
-        .set C_QSELECT, 0x16
-        .set C_QSIZE, 0x18
-        .set C_QMSIX, 0x1a
-        .set C_QENABLE, 0x1c
-        .set C_QNOFF, 0x1e
-        .set C_QDESC, 0x20
-        .set C_QDRIVER, 0x28
-        .set C_QDEVICE, 0x30
-
-        .set S_ACK, 1
-        .set S_DRIVER, 2
-        .set S_DRIVER_OK, 4
-        .set S_FEATURES_OK, 8
-        .set S_NEEDS_RESET, 0x40
-
         .set F_SEG_MAX, 1 << 2
         .set F_RO, 1 << 5
         .set F_BLK_SIZE, 1 << 6
@@ -111,10 +74,6 @@
         .set F_INDIRECT, 1 << 28
         .set F_EVENT_IDX, 1 << 29
         .set WANT_LO, F_SEG_MAX | F_RO | F_BLK_SIZE | F_FLUSH | F_INDIRECT | F_EVENT_IDX
-
-        .set DESC_NEXT, 1
-        .set DESC_WRITE, 2
-        .set DESC_INDIRECT, 4
 
         .set T_IN, 0
         .set T_OUT, 1
@@ -129,72 +88,26 @@ guest_main:
         call cmdline_has
         movl %eax, strict
         call paging_init
+        PUTS "virtioblk: paging on (compatibility mode), BARs mapped from 0x40000000\n"
         call lapic_enable
-        call find_disks
-        cmpl $0, ndisks
+        movl $0x10421af4, %eax           # every virtio-blk function
+        call find_functions
+        cmpl $0, nvfuncs
         jne 1f
         FAIL "no virtio-blk function (1af4:1042) found"
 1:      xorl %esi, %esi
-2:      cmpl ndisks, %esi
+2:      cmpl nvfuncs, %esi
         jae 3f
         movl %esi, disk
-        movl disks(,%esi,4), %ebx
+        movl vfuncs(,%esi,4), %ebx
         call disk_test
         incl %esi
         jmp 2b
 3:      PUTS "virtioblk: "
-        movl ndisks, %eax
+        movl nvfuncs, %eax
         call print_dec
         PUTS " disks passed\n"
         PASS
-
-# ---------------------------------------------------------------------------
-# paging_init: IA-32e paging with 2 MiB pages, entered from 32-bit code
-# without a far jump to a 64-bit segment, so the CPU runs on in
-# compatibility mode: linear addresses stay 32-bit, physical ones may be
-# anywhere. PD0 maps 0-1 GiB, PD3 3-4 GiB (uncached), PD1 (1-2 GiB) is
-# filled by map_bar.
-# ---------------------------------------------------------------------------
-paging_init:
-        pushal
-        movl $PML4, %edi                 # PML4, PDPT, PD0, PD1, PD3: 5 pages
-        movl $(5 * 1024), %ecx
-        xorl %eax, %eax
-        cld
-        rep stosl
-        movl $(PDPT | 3), PML4
-        movl $(PD0 | 3), PDPT
-        movl $(PD1 | 3), PDPT + 8
-        movl $(PD3 | 3), PDPT + 24
-        xorl %ecx, %ecx
-1:      movl %ecx, %eax
-        shll $21, %eax
-        orl $PDE_RAM, %eax
-        movl %eax, PD0(,%ecx,8)
-        movl %ecx, %eax
-        shll $21, %eax
-        addl $0xc0000000, %eax
-        orl $PDE_MMIO, %eax
-        movl %eax, PD3(,%ecx,8)
-        incl %ecx
-        cmpl $512, %ecx
-        jb 1b
-        movl %cr4, %eax
-        orl $0x20, %eax                  # CR4.PAE
-        movl %eax, %cr4
-        movl $PML4, %eax
-        movl %eax, %cr3
-        movl $MSR_EFER, %ecx
-        rdmsr
-        orl $EFER_LME, %eax
-        wrmsr
-        movl %cr0, %eax
-        orl $0x80000000, %eax            # CR0.PG: IA-32e, compatibility mode
-        movl %eax, %cr0
-        jmp 2f
-2:      PUTS "virtioblk: paging on (compatibility mode), BARs mapped from 0x40000000\n"
-        popal
-        ret
 
 # lapic_enable: SVR bit 8 (APIC software enable), so MSIs reach the IRR.
 lapic_enable:
@@ -206,84 +119,11 @@ lapic_enable:
         ret
 
 # ---------------------------------------------------------------------------
-# find_disks: bus 0, then each bridge's secondary bus; disks[] = bdf of every
-# 1af4:1042 function.
-# ---------------------------------------------------------------------------
-find_disks:
-        pushal
-        movl $0, busq
-        movl $1, nbus
-        xorl %esi, %esi
-1:      cmpl nbus, %esi
-        jae 9f
-        movl busq(,%esi,4), %eax
-        movl %eax, cur_bus
-        movl $0, cur_dev
-2:      movl $0, cur_fn
-3:      call make_bdf
-        xorl %ecx, %ecx
-        call cf8_read32
-        cmpw $0xffff, %ax
-        jne 4f
-        cmpl $0, cur_fn
-        je 7f                            # no function 0: empty slot
-        jmp 6f
-4:      cmpl $0x10421af4, %eax
-        jne 5f
-        movl ndisks, %edx
-        cmpl $MAX_DISKS, %edx
-        jae 5f
-        movl %ebx, disks(,%edx,4)
-        incl ndisks
-5:      movl $0x0c, %ecx
-        call cf8_read32
-        movl %eax, %edx                  # header type in bits 23:16
-        shrl $16, %eax
-        andl $0x7f, %eax
-        cmpl $1, %eax
-        jne 51f
-        movl $0x18, %ecx                 # a bridge: queue its secondary bus
-        call cf8_read32
-        movzbl %ah, %eax
-        testl %eax, %eax
-        jz 51f
-        movl nbus, %ecx
-        cmpl $MAX_BUSES, %ecx
-        jae 51f
-        movl %eax, busq(,%ecx,4)
-        incl nbus
-51:     cmpl $0, cur_fn
-        jne 6f
-        testl $0x00800000, %edx          # multi-function
-        jz 7f
-6:      incl cur_fn
-        cmpl $8, cur_fn
-        jb 3b
-7:      incl cur_dev
-        cmpl $32, cur_dev
-        jb 2b
-        incl %esi
-        jmp 1b
-9:      popal
-        ret
-
-# ---------------------------------------------------------------------------
 # disk_test: the whole sequence for the disk at EBX (bdf); `disk` is its index.
 # ---------------------------------------------------------------------------
 disk_test:
         pushal
-        movl %ebx, cur_bdf
-        movl %ebx, %eax
-        shrl $16, %eax
-        movl %eax, cur_bus
-        movl %ebx, %eax
-        shrl $11, %eax
-        andl $0x1f, %eax
-        movl %eax, cur_dev
-        movl %ebx, %eax
-        shrl $8, %eax
-        andl $7, %eax
-        movl %eax, cur_fn
+        call select_function             # pci_enable_device + pci_set_master
         PUTS "virtio-blk "
         call print_bdf
         movl disk, %eax
@@ -301,22 +141,20 @@ disk_test:
         jnz 1f
         incl %eax
 1:      movl %eax, use_msix
-        movl $bar_lin, %edi
-        movl $6, %ecx
-        xorl %eax, %eax
-        rep stosl
         cmpl $0, use_msix
         je 2f
         PUTS " (MSI-X)\n"
         jmp 3f
 2:      PUTS " (INTx)\n"
-3:      movl cur_bdf, %ebx               # pci_enable_device + pci_set_master
-        movl $0x04, %ecx
-        call cf8_read32
-        orl $0x06, %eax
-        call cf8_write16
+3:      movl $1, caps_msix               # the caps line names MSI-X
         call parse_caps
-        call map_regions
+        cmpl $0, use_msix
+        je 4f
+        cmpl $0, msix_cap
+        jne 4f
+        FAIL "no MSI-X capability"
+4:      call map_regions
+        call map_msix_table
         call check_pcicfg
         call negotiate_unoffered
         movl $1, verbose
@@ -333,198 +171,10 @@ disk_test:
         popal
         ret
 
-# ---------------------------------------------------------------------------
-# parse_caps: walk the capability list: the first virtio capability of each
-# cfg_type (as virtio_pci_find_capability), the notify multiplier, the PCI
-# configuration access capability, MSI-X.
-# ---------------------------------------------------------------------------
-parse_caps:
+# map_msix_table: msix_table = linear address of the MSI-X table (after
+# map_regions, so its BAR is mapped after theirs).
+map_msix_table:
         pushal
-        movl $0, cap_seen
-        movl $0, msix_cap
-        movl cur_bdf, %ebx
-        movl $0x34, %ecx
-        call cf8_read32
-        movzbl %al, %esi
-        movl $48, %edi                   # bound: a looping list
-1:      andl $0xfc, %esi
-        jz 9f
-        decl %edi
-        jnz 2f
-        FAIL "capability list loops"
-2:      movl %esi, %ecx
-        call cf8_read32
-        movl %eax, %edx                  # id, next, cap_len, cfg_type
-        cmpb $0x11, %al
-        jne 3f
-        movl %esi, msix_cap
-        jmp 8f
-3:      cmpb $0x09, %al
-        jne 8f
-        shrl $24, %eax                   # cfg_type
-        cmpl $7, %eax
-        ja 8f
-        movl %eax, %ebp
-        movl %eax, %ecx
-        movl $1, %eax
-        shll %cl, %eax
-        testl %eax, cap_seen
-        jnz 8f                           # not the first of its type
-        orl %eax, cap_seen
-        leal 4(%esi), %ecx
-        call cf8_read32
-        andl $0xff, %eax
-        movl %eax, cap_bar(,%ebp,4)
-        leal 8(%esi), %ecx
-        call cf8_read32
-        movl %eax, cap_off(,%ebp,4)
-        leal 12(%esi), %ecx
-        call cf8_read32
-        movl %eax, cap_len(,%ebp,4)
-        cmpl $2, %ebp
-        jne 4f
-        leal 16(%esi), %ecx
-        call cf8_read32
-        movl %eax, notify_mult
-4:      cmpl $5, %ebp
-        jne 8f
-        movl %esi, pcicfg_cap
-8:      movl %edx, %eax
-        movzbl %ah, %esi
-        jmp 1b
-9:      movl cap_seen, %eax
-        andl $0x3e, %eax
-        cmpl $0x3e, %eax
-        je 10f
-        PUTS "  virtio capabilities found (bit = cfg_type): "
-        movl cap_seen, %eax
-        call print_hex32
-        call newline
-        FAIL "missing a virtio capability (common, notify, ISR, device, PCI cfg)"
-10:     PUTS "  caps: common bar "
-        movl cap_bar + 4, %eax
-        call print_dec
-        PUTS "+"
-        movl cap_off + 4, %eax
-        call print_hex32
-        PUTS ", notify +"
-        movl cap_off + 8, %eax
-        call print_hex32
-        PUTS " x"
-        movl notify_mult, %eax
-        call print_dec
-        PUTS ", isr +"
-        movl cap_off + 12, %eax
-        call print_hex32
-        PUTS ", device +"
-        movl cap_off + 16, %eax
-        call print_hex32
-        PUTS " len "
-        movl cap_len + 16, %eax
-        call print_dec
-        PUTS ", msix "
-        movl msix_cap, %eax
-        testl %eax, %eax
-        jnz 11f
-        PUTS "none\n"
-        jmp 12f
-11:     call print_hex32
-        call newline
-12:     cmpl $0, use_msix
-        je 13f
-        cmpl $0, msix_cap
-        jne 13f
-        FAIL "no MSI-X capability"
-13:     popal
-        ret
-
-# ---------------------------------------------------------------------------
-# map_bar: EAX = BAR index. EAX = linear address of the BAR, mapping its
-# 2 MiB page into the window the first time (BARs are naturally aligned and
-# at most 16 KiB here, so one page holds a BAR).
-# ---------------------------------------------------------------------------
-map_bar:
-        pushl %ebx
-        pushl %ecx
-        pushl %edx
-        pushl %esi
-        cmpl $5, %eax
-        jbe 1f
-        FAIL "capability names a BAR past 5"
-1:      movl %eax, %esi
-        movl bar_lin(,%esi,4), %eax
-        testl %eax, %eax
-        jnz 9f
-        movl cur_bdf, %ebx
-        leal 0x10(,%esi,4), %ecx
-        call cf8_read32
-        testl $1, %eax
-        jz 2f
-        FAIL "virtio registers in an I/O BAR"
-2:      movl %eax, %edx                  # EDX = low dword
-        xorl %ebx, %ebx                  # EBX = high dword
-        andl $6, %eax
-        cmpl $4, %eax
-        jne 3f
-        pushl %ebx
-        movl cur_bdf, %ebx
-        addl $4, %ecx
-        call cf8_read32
-        popl %ebx
-        movl %eax, %ebx
-3:      andl $0xfffffff0, %edx
-        movl %edx, %eax
-        orl %ebx, %eax
-        jnz 4f
-        FAIL "BAR unassigned"
-4:      PUTS "  BAR"
-        movl %esi, %eax
-        call print_dec
-        PUTS " at "
-        movl %edx, %eax
-        pushl %edx
-        movl %ebx, %edx
-        call print_hex64
-        popl %edx
-        movl nslots, %ecx
-        cmpl $512, %ecx
-        jb 5f
-        FAIL "out of BAR window slots"
-5:      incl nslots
-        movl %edx, %eax
-        andl $0xffe00000, %eax
-        orl $PDE_MMIO, %eax
-        movl %eax, PD1(,%ecx,8)
-        movl %ebx, PD1 + 4(,%ecx,8)
-        movl %cr3, %eax                  # flush the TLB
-        movl %eax, %cr3
-        shll $21, %ecx
-        andl $0x1fffff, %edx
-        leal BAR_WINDOW(%ecx,%edx), %eax
-        movl %eax, bar_lin(,%esi,4)
-        PUTS ", mapped at "
-        call print_hex32
-        call newline
-9:      popl %esi
-        popl %edx
-        popl %ecx
-        popl %ebx
-        ret
-
-# map_regions: linear addresses of the common, notify, ISR and device
-# regions and of the MSI-X table.
-map_regions:
-        pushal
-        movl $1, %esi
-        movl $common, %edi
-1:      movl cap_bar(,%esi,4), %eax
-        call map_bar
-        addl cap_off(,%esi,4), %eax
-        movl %eax, (%edi)
-        addl $4, %edi
-        incl %esi
-        cmpl $5, %esi
-        jb 1b
         cmpl $0, msix_cap
         je 9f
         movl cur_bdf, %ebx
@@ -577,64 +227,8 @@ check_pcicfg:
         ret
 
 # ---------------------------------------------------------------------------
-# Status and features.
+# Features.
 # ---------------------------------------------------------------------------
-
-# device_reset: status 0, then wait for it to read 0 (vp_modern_set_status +
-# vp_reset's wait).
-device_reset:
-        pushl %ecx
-        pushl %edi
-        movl common, %edi
-        movb $0, C_STATUS(%edi)
-        movl $100000, %ecx
-1:      cmpb $0, C_STATUS(%edi)
-        je 2f
-        decl %ecx
-        jnz 1b
-        FAIL "device_status does not read 0 after a reset"
-2:      popl %edi
-        popl %ecx
-        ret
-
-# set_status: OR AL into device_status.
-set_status:
-        pushl %edi
-        movl common, %edi
-        orb C_STATUS(%edi), %al
-        movb %al, C_STATUS(%edi)
-        popl %edi
-        ret
-
-# read_features: feat_lo/feat_hi = device_feature words 0 and 1.
-read_features:
-        pushl %eax
-        pushl %edi
-        movl common, %edi
-        movl $0, C_DFSELECT(%edi)
-        movl C_DF(%edi), %eax
-        movl %eax, feat_lo
-        movl $1, C_DFSELECT(%edi)
-        movl C_DF(%edi), %eax
-        movl %eax, feat_hi
-        popl %edi
-        popl %eax
-        ret
-
-# write_features: driver_feature words 0 and 1 = drv_lo/drv_hi.
-write_features:
-        pushl %eax
-        pushl %edi
-        movl common, %edi
-        movl $0, C_GFSELECT(%edi)
-        movl drv_lo, %eax
-        movl %eax, C_GF(%edi)
-        movl $1, C_GFSELECT(%edi)
-        movl drv_hi, %eax
-        movl %eax, C_GF(%edi)
-        popl %edi
-        popl %eax
-        ret
 
 # negotiate_unoffered: accept feature 63, which no device offers, and see
 # whether FEATURES_OK sticks.
@@ -669,27 +263,12 @@ negotiate_unoffered:
 # ---------------------------------------------------------------------------
 device_setup:
         pushal
-        call device_reset
-        movb $S_ACK, %al
-        call set_status
-        movb $S_DRIVER, %al
-        call set_status
-        call read_features
-        testl $1, feat_hi
-        jnz 1f
-        FAIL "the device does not offer VIRTIO_F_VERSION_1"
-1:      movl feat_lo, %eax
-        andl $WANT_LO, %eax
-        movl %eax, drv_lo
-        movl $1, drv_hi
-        call write_features
-        movb $S_FEATURES_OK, %al
-        call set_status
+        movl $WANT_LO, %eax              # offered ones of these, none required
+        xorl %edx, %edx
+        movl verbose, %ecx               # print the features when verbose
+        call negotiate
         movl common, %edi
-        testb $S_FEATURES_OK, C_STATUS(%edi)
-        jnz 2f
-        FAIL "FEATURES_OK refused for offered features"
-2:      movl drv_lo, %eax
+        movl drv_lo, %eax
         movl %eax, %edx
         andl $F_INDIRECT, %edx
         movl %edx, use_indirect
@@ -698,18 +277,7 @@ device_setup:
         movl %edx, use_event
         andl $F_RO, %eax
         movl %eax, ro
-        cmpl $0, verbose
-        je 3f
-        PUTS "  device features "
-        movl feat_lo, %eax
-        movl feat_hi, %edx
-        call print_hex64
-        PUTS ", driver features "
-        movl drv_lo, %eax
-        movl drv_hi, %edx
-        call print_hex64
-        call newline
-3:      cmpl $0, use_msix
+        cmpl $0, use_msix
         je 5f
         call msix_setup
         movw $0, C_MSIX(%edi)            # config vector 0
@@ -1140,84 +708,6 @@ bogus_head:
         ret
 
 # ---------------------------------------------------------------------------
-# Configuration access (mechanism #1). EBX = bus << 16 | dev << 11 | fn << 8,
-# ECX = register. Everything but EAX is preserved.
-# ---------------------------------------------------------------------------
-cf8_select:
-        pushl %eax
-        pushl %edx
-        movl %ecx, %eax
-        andl $0xfc, %eax
-        orl %ebx, %eax
-        orl $0x80000000, %eax
-        movw $CONFIG_ADDRESS, %dx
-        outl %eax, %dx
-        popl %edx
-        popl %eax
-        ret
-
-cf8_read32:
-        pushl %edx
-        call cf8_select
-        movw $CONFIG_DATA, %dx
-        inl %dx, %eax
-        popl %edx
-        ret
-
-cf8_write32:
-        pushl %edx
-        call cf8_select
-        movw $CONFIG_DATA, %dx
-        outl %eax, %dx
-        popl %edx
-        ret
-
-# cf8_write16: AX at EBX/ECX (ECX may be 2 mod 4): port 0xCFC + (reg & 2).
-cf8_write16:
-        pushl %edx
-        call cf8_select
-        movl %ecx, %edx
-        andl $2, %edx
-        addl $CONFIG_DATA, %edx
-        outw %ax, %dx
-        popl %edx
-        ret
-
-# make_bdf: EBX = bdf of cur_bus/cur_dev/cur_fn.
-make_bdf:
-        pushl %eax
-        movl cur_bus, %ebx
-        shll $16, %ebx
-        movl cur_dev, %eax
-        shll $11, %eax
-        orl %eax, %ebx
-        movl cur_fn, %eax
-        shll $8, %eax
-        orl %eax, %ebx
-        popl %eax
-        ret
-
-# print_bdf: "BB:DD.F" of cur_bus/cur_dev/cur_fn.
-print_bdf:
-        pushl %eax
-        pushl %ecx
-        movl $2, %ecx
-        movl cur_bus, %eax
-        call print_hex_n
-        movb $':', %al
-        call putc
-        movl cur_dev, %eax
-        call print_hex_n
-        movb $'.', %al
-        call putc
-        movl $1, %ecx
-        movl cur_fn, %eax
-        call print_hex_n
-        popl %ecx
-        popl %eax
-        ret
-
-# ---------------------------------------------------------------------------
         .section .rodata
 opt_strict:     .asciz "virtioblk.strict"
 
@@ -1225,35 +715,9 @@ opt_strict:     .asciz "virtioblk.strict"
         .balign 4
 strict:         .long 0
 verbose:        .long 0
-nbus:           .long 0
-busq:           .fill MAX_BUSES, 4, 0
-ndisks:         .long 0
-disks:          .fill MAX_DISKS, 4, 0
 disk:           .long 0
-cur_bus:        .long 0
-cur_dev:        .long 0
-cur_fn:         .long 0
-cur_bdf:        .long 0
-nslots:         .long 0
-bar_lin:        .fill 6, 4, 0
-cap_seen:       .long 0
-cap_bar:        .fill 8, 4, 0
-cap_off:        .fill 8, 4, 0
-cap_len:        .fill 8, 4, 0
-notify_mult:    .long 0
-pcicfg_cap:     .long 0
-msix_cap:       .long 0
 msix_table:     .long 0
-# Linear addresses of the regions, in cfg_type order 1-4 (map_regions).
-common:         .long 0
-notify:         .long 0
-isr:            .long 0
-devcfg:         .long 0
 qnotify:        .long 0
-feat_lo:        .long 0
-feat_hi:        .long 0
-drv_lo:         .long 0
-drv_hi:         .long 0
 use_msix:       .long 0
 use_indirect:   .long 0
 use_event:      .long 0
