@@ -91,6 +91,11 @@ func TestS3WakeByHost(t *testing.T) {
 	}
 	res := waitResult(t, vm)
 	expect(t, out.String(), res, guesttest.PassStatus, "s3: resumed in real mode", guesttest.PassLine("s3"))
+	for _, v := range vm.Metrics(0).VCPUs {
+		if v.RunTime <= 0 {
+			t.Errorf("vcpu %d: run time %v after the guest ran", v.ID, v.RunTime)
+		}
+	}
 	if _, err := vm.Wake(); err == nil {
 		t.Error("wake of a stopped VM accepted")
 	}
