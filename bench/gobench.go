@@ -17,6 +17,9 @@ type GoBenchResult struct {
 	NsPerOp Summary
 	// AllocsPerOp is from the last run (-benchmem); -1 when not reported.
 	AllocsPerOp float64
+	// Failed counts the runs that ended in "--- FAIL" (b.Fatal): the
+	// figures are from the other runs, and the report says so.
+	Failed int
 }
 
 // goBenchCount is how many times go test runs each micro-benchmark.
@@ -30,6 +33,7 @@ func ParseGoBench(out string) ([]GoBenchResult, error) {
 		pkg, name string
 		ns        []float64
 		allocs    float64
+		failed    int
 	}
 	var order []string
 	byKey := map[string]*acc{}
@@ -42,7 +46,8 @@ func ParseGoBench(out string) ([]GoBenchResult, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+		failed := len(f) >= 3 && f[1] == "---" && f[2] == "FAIL:"
+		if (len(f) < 4 && !failed) || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
 		name := f[0]
@@ -57,6 +62,10 @@ func ParseGoBench(out string) ([]GoBenchResult, error) {
 			a = &acc{pkg: pkg, name: name, allocs: -1}
 			byKey[key] = a
 			order = append(order, key)
+		}
+		if failed {
+			a.failed++
+			continue
 		}
 		// Fields after the iteration count come in value-unit pairs.
 		for i := 2; i+1 < len(f); i += 2 {
@@ -75,11 +84,14 @@ func ParseGoBench(out string) ([]GoBenchResult, error) {
 	res := make([]GoBenchResult, 0, len(order))
 	for _, k := range order {
 		a := byKey[k]
-		s, err := Summarize(a.ns)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
+		var s Summary
+		if len(a.ns) > 0 || a.failed == 0 {
+			var err error
+			if s, err = Summarize(a.ns); err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
 		}
-		res = append(res, GoBenchResult{Package: a.pkg, Name: a.name, NsPerOp: s, AllocsPerOp: a.allocs})
+		res = append(res, GoBenchResult{Package: a.pkg, Name: a.name, NsPerOp: s, AllocsPerOp: a.allocs, Failed: a.failed})
 	}
 	return res, nil
 }

@@ -43,3 +43,21 @@ func TestParseGoBenchBadNumber(t *testing.T) {
 		t.Error("no error for a bad figure")
 	}
 }
+
+// TestParseGoBenchFailedRun: a run that ended in b.Fatal is counted, not a
+// parse error, and the other runs still make the figure.
+func TestParseGoBenchFailedRun(t *testing.T) {
+	out := "pkg: github.com/kvmm/kvmm/devices/virtio/net\n" +
+		"BenchmarkRx/frame=1514-2   \t  474591\t      2480 ns/op\t 1 allocs/op\n" +
+		"BenchmarkRx/frame=1514-2   \t--- FAIL: BenchmarkRx/frame=1514-2\n" +
+		"    bench_test.go:246: waiting for the interrupt: read irq: i/o timeout\n" +
+		"BenchmarkRx/frame=1514-2   \t  444136\t      2338 ns/op\t 1 allocs/op\n" +
+		"BenchmarkTx-2   \t--- FAIL: BenchmarkTx-2\n"
+	got, err := ParseGoBench(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Failed != 1 || got[0].NsPerOp.N != 2 || got[1].Failed != 1 || got[1].NsPerOp.N != 0 {
+		t.Fatalf("got %+v", got)
+	}
+}

@@ -258,7 +258,14 @@ func (r *Report) writeGoBench(b *strings.Builder) {
 			allocs = strconv.FormatFloat(g.AllocsPerOp, 'f', -1, 64)
 		}
 		pkg := strings.TrimPrefix(g.Package, "github.com/kvmm/kvmm/")
-		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", pkg, g.Name, FormatSummary(g.NsPerOp), allocs)
+		ns := FormatSummary(g.NsPerOp)
+		switch {
+		case g.Failed > 0 && g.NsPerOp.N == 0:
+			ns = fmt.Sprintf("**failed** (%d runs)", g.Failed)
+		case g.Failed > 0:
+			ns += fmt.Sprintf(" (**%d of %d runs failed**)", g.Failed, g.Failed+g.NsPerOp.N)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", pkg, g.Name, ns, allocs)
 	}
 }
 
