@@ -236,13 +236,7 @@ func TestVMwareBalloonGuest(t *testing.T) {
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	wait := func(line string) {
-		t.Helper()
-		if err := out.WaitFor(ctx, line); err != nil {
-			res, _ := vm.Result()
-			t.Fatalf("waiting for %q: %v (result %+v)\nserial:\n%s", line, err, res, out.String())
-		}
-	}
+	wait := func(line string) { t.Helper(); waitSerial(ctx, t, vm, out, line) }
 	m := vm.m
 
 	wait("vmwballoon: touched 4 MiB, polling GET_TARGET")
@@ -360,4 +354,14 @@ func statsLine(st BalloonStats) string {
 		}
 	}
 	return b.String()
+}
+
+// waitSerial waits until the guest printed line, failing with the VM's
+// result and console when ctx ends first.
+func waitSerial(ctx context.Context, t *testing.T, vm *VM, out *SerialBuffer, line string) {
+	t.Helper()
+	if err := out.WaitFor(ctx, line); err != nil {
+		res, _ := vm.Result()
+		t.Fatalf("waiting for %q: %v (result %+v)\nserial:\n%s", line, err, res, out.String())
+	}
 }

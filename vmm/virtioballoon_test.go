@@ -107,13 +107,7 @@ func TestVirtioBalloonGuest(t *testing.T) {
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	wait := func(line string) {
-		t.Helper()
-		if err := out.WaitFor(ctx, line); err != nil {
-			res, _ := vm.Result()
-			t.Fatalf("waiting for %q: %v (result %+v)\nserial:\n%s", line, err, res, out.String())
-		}
-	}
+	wait := func(line string) { t.Helper(); waitSerial(ctx, t, vm, out, line) }
 	m := vm.m
 	const (
 		inflated = 4 << 20
