@@ -78,3 +78,30 @@ func (w *Workers) Stop() {
 		s.Event.Rearm()
 	}
 }
+
+// WorkerSlot holds the workers a device runs between Activate and Reset.
+// It has a lock of its own so that Reset can stop the workers without
+// holding the device's lock: the workers usually take that lock, and Stop
+// waits for them. The zero value is empty and ready to use.
+type WorkerSlot struct {
+	mu sync.Mutex
+	w  *Workers
+}
+
+// Start runs the sources' workers, stopping any the slot held before.
+func (s *WorkerSlot) Start(log *slog.Logger, sources ...Source) {
+	s.mu.Lock()
+	old := s.w
+	s.w = StartWorkers(log, sources...)
+	s.mu.Unlock()
+	old.Stop()
+}
+
+// Stop ends the slot's workers, if any, and waits for them.
+func (s *WorkerSlot) Stop() {
+	s.mu.Lock()
+	w := s.w
+	s.w = nil
+	s.mu.Unlock()
+	w.Stop()
+}

@@ -81,3 +81,35 @@ func TestRateLimitedLog(t *testing.T) {
 		t.Errorf("the next message does not carry the count:\n%s", buf.String())
 	}
 }
+
+// TestWorkerSlot: Start replaces the workers a slot held (stopping them),
+// Stop empties it, and an empty slot stops without harm.
+func TestWorkerSlot(t *testing.T) {
+	var slot WorkerSlot
+	slot.Stop() // empty
+	e, err := NewEventFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var first, second atomic.Int32
+	slot.Start(nil, Source{Event: e, Handle: func() { first.Add(1) }})
+	slot.Start(nil, Source{Event: e, Handle: func() { second.Add(1) }})
+	n := first.Load()
+	if err := e.Signal(); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2 * time.Second); second.Load() < 2 && time.Now().Before(end); {
+		time.Sleep(100 * time.Microsecond)
+	}
+	if second.Load() < 2 || first.Load() != n {
+		t.Fatalf("after the second Start: first ran %d more times, second %d times (want 0 and >= 2)", first.Load()-n, second.Load())
+	}
+	slot.Stop()
+	m := second.Load()
+	e.Signal()
+	time.Sleep(time.Millisecond)
+	if second.Load() != m {
+		t.Fatal("handler ran after Stop")
+	}
+}

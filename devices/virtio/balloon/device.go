@@ -86,7 +86,7 @@ type Device struct {
 	m      metrics
 
 	mu       sync.Mutex
-	workers  *virtio.Workers
+	workers  virtio.WorkerSlot
 	act      *virtio.Activation // nil until DRIVER_OK and after a reset
 	features uint64             // negotiated, while active
 	actual   uint32
@@ -285,7 +285,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.act, d.features, d.stats, d.report = &a, a.Features, stats, reporting != nil
-	d.workers = virtio.StartWorkers(d.log, sources...)
+	d.workers.Start(d.log, sources...)
 	d.log.Info("virtio-balloon: driver ready", "features", fmt.Sprintf("%#x", a.Features),
 		"stats", stats != nil, "reporting", reporting != nil, "num_pages", d.numPages())
 	return nil
@@ -297,12 +297,8 @@ func (d *Device) Activate(a virtio.Activation) error {
 // guest touches it). After Shutdown the held pages are kept: that reset is
 // the machine going away, not the guest's doing.
 func (d *Device) Reset() {
-	d.mu.Lock()
-	w := d.workers
-	d.workers = nil
-	d.mu.Unlock()
 	// Outside d.mu: the workers take it, and Stop waits for them.
-	w.Stop()
+	d.workers.Stop()
 	d.mu.Lock()
 	d.act, d.features, d.stats, d.report, d.held, d.actual = nil, 0, nil, false, false, 0
 	close(d.statsWake)

@@ -119,7 +119,7 @@ type Device struct {
 	m        metrics
 
 	mu        sync.Mutex
-	workers   *virtio.Workers
+	workers   virtio.WorkerSlot
 	writeBack bool // FLUSH negotiated: writes may stay in the page cache until a flush
 	closed    bool
 }
@@ -232,7 +232,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	var c virtio.Chain
 	var iov [][]byte
 	mem := a.Mem
-	d.workers = virtio.StartWorkers(d.log, virtio.QueueSource(q, func(q *virtio.Queue) {
+	d.workers.Start(d.log, virtio.QueueSource(q, func(q *virtio.Queue) {
 		_ = q.Drain(&c, func(c *virtio.Chain) (uint32, error) {
 			n, err := d.Handle(mem, c, &iov)
 			return n, err
@@ -243,11 +243,8 @@ func (d *Device) Activate(a virtio.Activation) error {
 
 // Reset implements virtio.Device.
 func (d *Device) Reset() {
-	d.mu.Lock()
-	w := d.workers
-	d.workers = nil
-	d.mu.Unlock()
-	w.Stop()
+	// Outside d.mu: the workers take it, and Stop waits for them.
+	d.workers.Stop()
 }
 
 // Close implements virtio.Device: written data is made durable before the

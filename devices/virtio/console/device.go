@@ -64,7 +64,7 @@ type Device struct {
 	pending []byte
 	rx      *virtio.Queue
 	mem     *memory.Guest
-	workers *virtio.Workers
+	workers virtio.WorkerSlot
 	closed  bool
 }
 
@@ -156,7 +156,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		srcs = append(srcs, virtio.QueueSource(rx, func(*virtio.Queue) { d.deliver() }),
 			virtio.Source{Event: d.input, Handle: d.deliver})
 	}
-	d.workers = virtio.StartWorkers(d.log, srcs...)
+	d.workers.Start(d.log, srcs...)
 	return nil
 }
 
@@ -232,11 +232,8 @@ func (d *Device) deliver() {
 // Reset implements virtio.Device. Input not delivered yet stays for the
 // next driver.
 func (d *Device) Reset() {
-	d.mu.Lock()
-	w := d.workers
-	d.workers = nil
-	d.mu.Unlock()
-	w.Stop()
+	// Outside d.mu: the workers take it, and Stop waits for them.
+	d.workers.Stop()
 	d.mu.Lock()
 	d.rx, d.mem = nil, nil
 	d.mu.Unlock()

@@ -42,7 +42,7 @@ type Device struct {
 	m    metrics
 
 	mu      sync.Mutex
-	workers *virtio.Workers
+	workers virtio.WorkerSlot
 }
 
 // New returns a device.
@@ -86,7 +86,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 	mem := a.Mem
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.workers = virtio.StartWorkers(d.log, virtio.QueueSource(q, func(q *virtio.Queue) {
+	d.workers.Start(d.log, virtio.QueueSource(q, func(q *virtio.Queue) {
 		_ = q.Drain(&c, func(c *virtio.Chain) (uint32, error) { return d.Fill(mem, c), nil })
 	}))
 	return nil
@@ -94,11 +94,8 @@ func (d *Device) Activate(a virtio.Activation) error {
 
 // Reset implements virtio.Device.
 func (d *Device) Reset() {
-	d.mu.Lock()
-	w := d.workers
-	d.workers = nil
-	d.mu.Unlock()
-	w.Stop()
+	// Outside d.mu: the workers take it, and Stop waits for them.
+	d.workers.Stop()
 }
 
 // Close implements virtio.Device.
